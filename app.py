@@ -1,0 +1,44 @@
+"""Application factory: it reads like a table of contents. `app` serves gunicorn (`app:app`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+import commands
+import observability
+from database import make_engine
+from settings import Settings
+from web import api, errors
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    observability.configure_logging(settings)
+    observability.init_sentry(settings, component="web")
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["fx.settings"] = settings
+    app.extensions["fx.engine"] = make_engine(
+        settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+
+    errors.register(app)
+    app.register_blueprint(api.bp)
+    commands.register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `app:app` for gunicorn without building an app on every import of this module.
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,49 @@
+"""Parsing and checking amounts of money: Decimal only, never float."""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_UP, Decimal
+
+from domain.currencies import minor_unit
+
+#: Plain decimal notation only: no sign, exponent, spaces, NaN or Infinity.
+_AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
+
+#: Every amount column has this many decimals (the largest ISO minor unit is 4).
+STORAGE_SCALE = 4
+
+
+class AmountError(ValueError):
+    """The text is not an acceptable amount; the message says why, for the client."""
+
+
+def parse_amount(text: object) -> Decimal:
+    """Parse a decimal string like "125.50" exactly; reject numbers sent as JSON floats."""
+    if not isinstance(text, str):
+        raise AmountError("Must be a decimal string such as \"125.50\", not a JSON number.")
+    if not _AMOUNT_PATTERN.match(text):
+        raise AmountError("Must be a plain decimal string such as \"125.50\".")
+    return Decimal(text)
+
+
+def decimals_of(amount: Decimal) -> int:
+    exponent = amount.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)  # finite by construction
+    return max(0, -exponent)
+
+
+def check_amount(amount: Decimal, currency: str, maximum: Decimal) -> None:
+    """Raise AmountError unless the amount is positive, within bounds and in the currency's minor unit."""
+    if amount <= 0:
+        raise AmountError("Must be greater than zero.")
+    if amount > maximum:
+        raise AmountError(f"Must not exceed {maximum} {currency}.")
+    allowed = minor_unit(currency)
+    if decimals_of(amount) > allowed:
+        raise AmountError(f"{currency} allows at most {allowed} decimal places.")
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round to the currency's minor unit (banker's rounding is not used for customer money)."""
+    return amount.quantize(Decimal(1).scaleb(-minor_unit(currency)), rounding=ROUND_HALF_UP)

@@ -1,0 +1,1 @@
+"""Dramatiq: the broker, the actors and the worker entry point."""

@@ -1,0 +1,32 @@
+"""Building the Dramatiq broker from settings: Redis, RabbitMQ, or in-process (embedded)."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from settings import Settings
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    url = settings.broker_url
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(
+            url=url,
+            heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+            maintenance_chance=settings.broker_maintenance_chance,
+        )
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        # Publisher confirms: the relay marks a row published only after RabbitMQ has it.
+        return RabbitmqBroker(url=url, confirm_delivery=True)
+    return StubBroker()
+
+
+def install(broker: dramatiq.Broker) -> dramatiq.Broker:
+    """Make `broker` the global one, so actors declared after this bind to it."""
+    dramatiq.set_broker(broker)
+    return broker

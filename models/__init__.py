@@ -1,0 +1,32 @@
+"""The schema: typed SQLAlchemy 2 models. Core statements use `Model.__table__`."""
+
+from models.account import Account, AccountKind, AccountStatus, Balance
+from models.base import Base
+from models.exchange import Exchange, ExchangeEvent
+from models.ledger import LedgerEntry
+from models.outbox import OutboxMessage
+
+accounts = Account.__table__
+balances = Balance.__table__
+exchanges = Exchange.__table__
+exchange_events = ExchangeEvent.__table__
+ledger_entries = LedgerEntry.__table__
+outbox_messages = OutboxMessage.__table__
+
+__all__ = [
+    "Account",
+    "AccountKind",
+    "AccountStatus",
+    "Balance",
+    "Base",
+    "Exchange",
+    "ExchangeEvent",
+    "LedgerEntry",
+    "OutboxMessage",
+    "accounts",
+    "balances",
+    "exchange_events",
+    "exchanges",
+    "ledger_entries",
+    "outbox_messages",
+]

@@ -1,0 +1,71 @@
+"""Exchanges and their timeline events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from domain.states import ExchangeState
+from models.base import Base, BigId, JSONDocument, JSONValue, Money, Rate, UTCDateTime, utcnow
+
+_STATES = ", ".join(f"'{s.value}'" for s in ExchangeState)
+
+
+class Exchange(Base):
+    __tablename__ = "exchanges"
+    __table_args__ = (
+        UniqueConstraint("account_id", "idempotency_key"),
+        CheckConstraint(f"state IN ({_STATES})", name="state"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("from_currency <> to_currency", name="currencies_differ"),
+        Index("ix_exchanges_account_created", "account_id", "created_at"),
+        Index("ix_exchanges_state_updated", "state", "updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
+    from_currency: Mapped[str] = mapped_column(String(3))
+    to_currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    rate: Mapped[Decimal | None] = mapped_column(Rate)
+    to_amount: Mapped[Decimal | None] = mapped_column(Money)
+    quote_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(20), default=ExchangeState.PENDING)
+    # The step claim: who works on the exchange now, until when, and a fencing token
+    # that every write of the step checks, so a worker whose lease ran out cannot write.
+    step: Mapped[str | None] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_token: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: Hash of the validated request, to tell a replay from a reuse of the key.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExchangeEvent(Base):
+    """One line of an exchange's timeline, written in the transaction that made it true."""
+
+    __tablename__ = "exchange_events"
+    __table_args__ = (Index("ix_exchange_events_exchange_id", "exchange_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    exchange_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("exchanges.id"))
+    step: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    #: started / succeeded / failed / retrying / compensated / ...
+    outcome: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(120))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[JSONValue | None] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""The transactional outbox: written inside business transactions, drained by the relay."""

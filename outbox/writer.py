@@ -1,0 +1,51 @@
+"""Writing outbox messages inside the caller's transaction.
+
+On PostgreSQL an AFTER INSERT trigger (see the migrations) sends `NOTIFY outbox_messages`
+when the transaction commits, so relays wake without polling and nothing extra is sent here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from models import outbox_messages
+from models.base import utcnow
+
+#: The channel the relay LISTENs on; the trigger in the migrations notifies it.
+NOTIFY_CHANNEL = "outbox_messages"
+
+_INSERT = insert(outbox_messages)
+
+
+def enqueue(
+    conn: Connection,
+    *,
+    actor: str,
+    payload: dict[str, Any],
+    queue: str,
+    delay: timedelta | None = None,
+    trace_headers: dict[str, str] | None = None,
+    message_id: uuid.UUID | None = None,
+    now: datetime | None = None,
+) -> uuid.UUID:
+    """Add a message to the outbox in `conn`'s transaction; it is published only if that commits."""
+    message_id = message_id or uuid.uuid4()
+    now = now or utcnow()
+    conn.execute(
+        _INSERT,
+        {
+            "id": message_id,
+            "queue": queue,
+            "actor": actor,
+            "payload": payload,
+            "created_at": now,
+            "available_at": now + delay if delay else now,
+            "attempts": 0,
+            "trace_headers": trace_headers,
+        },
+    )
+    return message_id

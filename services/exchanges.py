@@ -1,0 +1,224 @@
+"""Accepting an exchange: hold the money, record it, and queue its first step, in ONE transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from domain.states import ExchangeState
+from errors import AccountInactive, IdempotencyKeyReused, InsufficientFunds, UnknownAccount, UnknownExchange
+from jobs.messages import QUOTE_EXCHANGE
+from models import AccountKind, AccountStatus, accounts, balances, exchange_events, exchanges
+from models.base import utcnow
+from outbox.writer import enqueue
+
+ACCEPT_STEP = "accept"
+
+
+@dataclass(frozen=True)
+class ExchangeRequest:
+    account_id: uuid.UUID
+    from_currency: str
+    to_currency: str
+    amount: Decimal
+
+    def fingerprint(self) -> str:
+        """Same request, same hash: "10.0" and "10.00" are the same amount."""
+        canonical = f"{self.account_id}|{self.from_currency}|{self.to_currency}|{self.amount.normalize()}"
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to an accepted request; a replay with the same key gets the same one."""
+
+    exchange_id: uuid.UUID
+    account_id: uuid.UUID
+    from_currency: str
+    to_currency: str
+    amount: Decimal
+    accepted_at: datetime
+    replayed: bool = False
+
+
+_INSERT_EXCHANGE = insert(exchanges)
+_INSERT_EVENT = insert(exchange_events)
+
+
+def create_exchange(
+    engine: Engine,
+    request: ExchangeRequest,
+    *,
+    queue: str,
+    idempotency_key: str | None = None,
+    trace_headers: dict[str, str] | None = None,
+) -> Accepted:
+    """Accept an exchange: idempotent per (account, key); all or nothing.
+
+    Holds the amount on the source balance, inserts the exchange, its first outbox
+    message and its first timeline event in one transaction. Raises UnknownAccount,
+    AccountInactive, InsufficientFunds or IdempotencyKeyReused having written nothing.
+    """
+    fingerprint = request.fingerprint() if idempotency_key else None
+    try:
+        with engine.begin() as conn:
+            if idempotency_key:
+                earlier = _find_by_key(conn, request.account_id, idempotency_key)
+                if earlier is not None:
+                    return _replay(earlier, fingerprint)
+            return _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers)
+    except IntegrityError:
+        # Two requests with one key raced; the unique constraint let one win. Answer
+        # this one as a replay of the winner (or as a reuse of its key).
+        if not idempotency_key:
+            raise
+        with engine.connect() as conn:
+            earlier = _find_by_key(conn, request.account_id, idempotency_key)
+        if earlier is None:
+            raise
+        return _replay(earlier, fingerprint)
+
+
+def _accept(
+    conn: Connection,
+    request: ExchangeRequest,
+    queue: str,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    trace_headers: dict[str, str] | None,
+) -> Accepted:
+    now = utcnow()
+    # One conditional UPDATE locks the balance row, checks the funds and moves the
+    # amount to held: the row lock lasts until commit, so concurrent requests queue
+    # on it and none can spend what another has just held.
+    held = conn.execute(
+        update(balances)
+        .where(
+            balances.c.account_id == request.account_id,
+            balances.c.currency == request.from_currency,
+            balances.c.available >= request.amount,
+            exists().where(
+                accounts.c.id == request.account_id,
+                accounts.c.kind == AccountKind.CUSTOMER,
+                accounts.c.status == AccountStatus.ACTIVE,
+            ),
+        )
+        .values(
+            available=balances.c.available - request.amount,
+            held=balances.c.held + request.amount,
+            updated_at=now,
+        )
+    )
+    if held.rowcount != 1:
+        raise _refusal(conn, request)
+
+    exchange_id = uuid.uuid4()
+    conn.execute(
+        _INSERT_EXCHANGE,
+        {
+            "id": exchange_id,
+            "account_id": request.account_id,
+            "from_currency": request.from_currency,
+            "to_currency": request.to_currency,
+            "amount": request.amount,
+            "state": ExchangeState.PENDING,
+            "attempt": 0,
+            "claim_token": 0,
+            "idempotency_key": idempotency_key,
+            "request_fingerprint": fingerprint,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    message_id = enqueue(
+        conn,
+        actor=QUOTE_EXCHANGE,
+        payload={"exchange_id": str(exchange_id)},
+        queue=queue,
+        trace_headers=trace_headers,
+        now=now,
+    )
+    conn.execute(
+        _INSERT_EVENT,
+        {
+            "exchange_id": exchange_id,
+            "step": ACCEPT_STEP,
+            "attempt": 0,
+            "outcome": "accepted",
+            "state": ExchangeState.PENDING,
+            "message_id": message_id,
+            "detail": {"held": str(request.amount), "currency": request.from_currency},
+            "created_at": now,
+        },
+    )
+    return Accepted(
+        exchange_id=exchange_id,
+        account_id=request.account_id,
+        from_currency=request.from_currency,
+        to_currency=request.to_currency,
+        amount=request.amount,
+        accepted_at=now,
+    )
+
+
+def _refusal(conn: Connection, request: ExchangeRequest) -> Exception:
+    """Say why the hold failed; runs only on the unhappy path."""
+    account = conn.execute(
+        select(accounts.c.kind, accounts.c.status).where(accounts.c.id == request.account_id)
+    ).first()
+    if account is None or account.kind != AccountKind.CUSTOMER:
+        return UnknownAccount("No such account.", fields={"account": ["No such account."]})
+    if account.status != AccountStatus.ACTIVE:
+        reason = f"Account is {account.status}."
+        return AccountInactive(reason, fields={"account": [reason]})
+    # The caller's balance is not echoed here: GET /api/accounts/<id> shows it.
+    return InsufficientFunds(
+        f"Insufficient {request.from_currency} funds.",
+        fields={"amount": [f"Exceeds the available {request.from_currency} balance."]},
+    )
+
+
+def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str) -> Any:
+    return conn.execute(
+        select(
+            exchanges.c.id,
+            exchanges.c.account_id,
+            exchanges.c.from_currency,
+            exchanges.c.to_currency,
+            exchanges.c.amount,
+            exchanges.c.created_at,
+            exchanges.c.request_fingerprint,
+        ).where(exchanges.c.account_id == account_id, exchanges.c.idempotency_key == key)
+    ).first()
+
+
+def _replay(row: Any, fingerprint: str | None) -> Accepted:
+    if row.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used with a different request.",
+            fields={"Idempotency-Key": ["Already used with a different request body."]},
+        )
+    return Accepted(
+        exchange_id=row.id,
+        account_id=row.account_id,
+        from_currency=row.from_currency,
+        to_currency=row.to_currency,
+        amount=row.amount,
+        accepted_at=row.created_at,
+        replayed=True,
+    )
+
+
+def get_exchange(engine: Engine, exchange_id: uuid.UUID) -> Any:
+    with engine.connect() as conn:
+        row = conn.execute(select(exchanges).where(exchanges.c.id == exchange_id)).first()
+    if row is None:
+        raise UnknownExchange("No such exchange.")
+    return row

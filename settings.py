@@ -1,0 +1,132 @@
+"""Configuration from environment variables, validated once at start-up (12-factor)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from domain.currencies import is_iso_currency
+
+#: The embedded default: a SQLite file beside the code, so `make run` needs no server.
+DEFAULT_DATABASE_URL = f"sqlite:///{Path(__file__).resolve().parent / 'instance' / 'fx.db'}"
+DEFAULT_CURRENCIES = "USD,CAD,EUR,GBP,JPY,CHF,AUD"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the application cannot run with."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def normalize_database_url(url: str) -> str:
+    """Route every PostgreSQL URL to psycopg 3, whatever scheme the platform hands us."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Empty means the embedded in-process broker (StubBroker plus an in-process worker).
+    broker_url: str = ""
+    sentry_dsn: str = ""
+    environment: str = "development"
+    log_level: str = "INFO"
+    secret_key: str = "dev-only-not-secret"
+    currencies: tuple[str, ...] = tuple(DEFAULT_CURRENCIES.split(","))
+    #: Upper bound of one exchange, in units of the source currency.
+    max_exchange_amount: Decimal = Decimal("1000000")
+    max_request_bytes: int = 16 * 1024
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    # Relay
+    relay_batch_size: int = 500
+    relay_poll_interval_seconds: float = 1.0
+    relay_retention_hours: int = 72
+    relay_max_backoff_seconds: float = 30.0
+    # Dramatiq. Its defaults return a killed worker's messages after 6.5 to 28 minutes
+    # on this machine (shared/README.md); these bring that to about 15-20 s.
+    queue_name: str = "exchanges"
+    broker_heartbeat_timeout_ms: int = 15_000
+    broker_maintenance_chance: int = 100_000
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        database_url = normalize_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+        broker_url = env.get("BROKER_URL") or env.get("REDIS_URL") or ""
+        if broker_url and not broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+            raise ConfigError(f"BROKER_URL must be a redis:// or amqp:// URL, got {broker_url!r}")
+        currencies = tuple(
+            c.strip().upper() for c in (env.get("CURRENCIES") or DEFAULT_CURRENCIES).split(",") if c.strip()
+        )
+        unknown = [c for c in currencies if not is_iso_currency(c)]
+        if unknown or len(currencies) < 2:
+            raise ConfigError(f"CURRENCIES must list at least two ISO 4217 codes; not ISO: {unknown}")
+        try:
+            max_amount = Decimal(env.get("MAX_EXCHANGE_AMOUNT") or "1000000")
+        except InvalidOperation:
+            raise ConfigError("MAX_EXCHANGE_AMOUNT must be a decimal number") from None
+        if not max_amount.is_finite() or max_amount <= 0:
+            raise ConfigError("MAX_EXCHANGE_AMOUNT must be positive")
+        environment = env.get("APP_ENV") or "development"
+        secret_key = env.get("SECRET_KEY") or cls.secret_key
+        if environment == "production" and secret_key == cls.secret_key:
+            raise ConfigError("SECRET_KEY must be set in production")
+        return cls(
+            database_url=database_url,
+            broker_url=broker_url,
+            sentry_dsn=env.get("SENTRY_DSN") or "",
+            environment=environment,
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            secret_key=secret_key,
+            currencies=currencies,
+            max_exchange_amount=max_amount,
+            max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 16 * 1024, minimum=256),
+            db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
+            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
+            relay_batch_size=_int(env, "RELAY_BATCH_SIZE", 500, minimum=1),
+            relay_poll_interval_seconds=_float(env, "RELAY_POLL_INTERVAL_SECONDS", 1.0, minimum=0.01),
+            relay_retention_hours=_int(env, "RELAY_RETENTION_HOURS", 72, minimum=1),
+            relay_max_backoff_seconds=_float(env, "RELAY_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
+            queue_name=env.get("QUEUE_NAME") or "exchanges",
+            broker_heartbeat_timeout_ms=_int(env, "BROKER_HEARTBEAT_TIMEOUT_MS", 15_000, minimum=1000),
+            broker_maintenance_chance=_int(env, "BROKER_MAINTENANCE_CHANCE", 100_000, minimum=1),
+        )

@@ -1,0 +1,128 @@
+"""Fixtures per backend: a fresh PostgreSQL database per test run, a SQLite file, Redis.
+
+A test that needs a server fails in CI (CI=true) when the server is missing, and is
+skipped with the reason on a developer's machine.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+import migrate
+from app import create_app
+from database import make_engine
+from models import Base
+from services.accounts import HOUSE_ACCOUNT_ID, open_account
+from settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def unavailable(what: str, error: Exception) -> None:
+    message = f"{what} is not reachable: {error}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this run's own, created and migrated here, dropped at the end."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"fx_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        admin.dispose()
+        unavailable("PostgreSQL", error)
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "fx.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def wipe(engine: Engine) -> None:
+    """Empty every table but keep the house account the migration created."""
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name == "accounts":
+                conn.execute(table.delete().where(table.c.id != HOUSE_ACCOUNT_ID))
+            else:
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_url, pool_size=60, max_overflow=10)
+    wipe(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url)
+    wipe(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """The same test on both backends."""
+    fixture = "pg_engine" if request.param == "postgresql" else "sqlite_engine"
+    return request.getfixturevalue(fixture)
+
+
+def settings_for(engine: Engine, **overrides: object) -> Settings:
+    url = engine.url.render_as_string(hide_password=False)
+    return Settings(database_url=url, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app(engine: Engine) -> Flask:
+    application = create_app(settings_for(engine))
+    # Share the fixture's engine so tests see the same connections and pool.
+    application.extensions["fx.engine"].dispose()
+    application.extensions["fx.engine"] = engine
+    return application
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def funded_account(engine: Engine) -> uuid.UUID:
+    return open_account(engine, "Test Customer", {"CAD": Decimal("1000.00"), "USD": Decimal("50.00")})

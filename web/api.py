@@ -1,0 +1,151 @@
+"""The JSON API: thin views over the service functions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from marshmallow import ValidationError
+
+from domain.currencies import minor_unit
+from domain.money import quantize
+from errors import MalformedRequest, ValidationFailed
+from observability import current_trace_headers
+from services import accounts, exchanges
+from settings import Settings
+from web.schemas import ExchangeRequestSchema
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+#: Keys are printable ASCII without spaces, at most this long.
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+
+
+def _settings() -> Settings:
+    return current_app.extensions["fx.settings"]
+
+
+def _engine() -> Any:
+    return current_app.extensions["fx.engine"]
+
+
+def _schema() -> ExchangeRequestSchema:
+    schema = current_app.extensions.get("fx.exchange_schema")
+    if schema is None:
+        settings = _settings()
+        schema = ExchangeRequestSchema(currencies=settings.currencies, max_amount=settings.max_exchange_amount)
+        current_app.extensions["fx.exchange_schema"] = schema
+    return schema
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 4xx that says what is wrong with it."""
+    if not request.is_json:
+        raise MalformedRequest(
+            "The request body must be JSON.",
+            fields={"Content-Type": ["Must be application/json."]},
+        )
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        problem = f"Not valid JSON: {error}"[:200]
+        raise MalformedRequest("The request body is not valid JSON.", fields={"body": [problem]}) from None
+    if not isinstance(body, dict):
+        raise MalformedRequest("The request body must be a JSON object.", fields={"body": ["Must be a JSON object."]})
+    return body
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= IDEMPOTENCY_KEY_MAX_CHARS or not all(33 <= ord(c) <= 126 for c in key):
+        problem = f"Must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters, no spaces."
+        raise MalformedRequest("Bad Idempotency-Key header.", fields={"Idempotency-Key": [problem]})
+    return key
+
+
+def money(amount: Decimal | None, currency: str) -> str | None:
+    """Amounts leave the API as strings with the currency's minor unit ("125.50", "1000")."""
+    return None if amount is None else str(quantize(amount, currency))
+
+
+@bp.post("/exchanges")
+def create_exchange() -> tuple[Response, int]:
+    key = idempotency_key()
+    body = json_body()
+    try:
+        data = _schema().load(body)
+    except ValidationError as error:
+        raise ValidationFailed("The request has invalid fields.", fields=_flatten(error.messages)) from None
+    accepted = exchanges.create_exchange(
+        _engine(),
+        exchanges.ExchangeRequest(data["account"], data["from_currency"], data["to_currency"], data["amount"]),
+        queue=_settings().queue_name,
+        idempotency_key=key,
+        trace_headers=current_trace_headers(),
+    )
+    status_url = url_for("api.get_exchange", exchange_id=accepted.exchange_id)
+    response = jsonify(
+        id=str(accepted.exchange_id),
+        account=str(accepted.account_id),
+        from_currency=accepted.from_currency,
+        to_currency=accepted.to_currency,
+        amount=money(accepted.amount, accepted.from_currency),
+        accepted_at=accepted.accepted_at.isoformat(),
+        status_url=status_url,
+    )
+    response.headers["Location"] = status_url
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, 202
+
+
+@bp.get("/exchanges/<uuid:exchange_id>")
+def get_exchange(exchange_id: uuid.UUID) -> Response:
+    row = exchanges.get_exchange(_engine(), exchange_id)
+    return jsonify(
+        id=str(row.id),
+        account=str(row.account_id),
+        from_currency=row.from_currency,
+        to_currency=row.to_currency,
+        amount=money(row.amount, row.from_currency),
+        rate=None if row.rate is None else str(row.rate.normalize()),
+        to_amount=money(row.to_amount, row.to_currency),
+        state=row.state,
+        step=row.step,
+        attempt=row.attempt,
+        last_error=row.last_error,
+        created_at=row.created_at.isoformat(),
+        updated_at=row.updated_at.isoformat(),
+    )
+
+
+@bp.get("/accounts/<uuid:account_id>")
+def get_account(account_id: uuid.UUID) -> Response:
+    view = accounts.get_account(_engine(), account_id)
+    return jsonify(
+        id=str(view.id),
+        owner=view.owner,
+        status=view.status,
+        balances=[
+            {"currency": b.currency, "available": money(b.available, b.currency), "held": money(b.held, b.currency),
+             "minor_unit": minor_unit(b.currency)}
+            for b in view.balances
+        ],
+    )
+
+
+def _flatten(messages: Any) -> dict[str, list[str]]:
+    """Marshmallow's nested messages as {field: [problem, ...]}."""
+    if isinstance(messages, list):
+        return {"body": [str(m) for m in messages]}
+    flat: dict[str, list[str]] = {}
+    for name, problems in messages.items():
+        field = "body" if name == "_schema" else str(name)
+        flat.setdefault(field, []).extend(str(p) for p in (problems if isinstance(problems, list) else [problems]))
+    return flat

@@ -1,0 +1,49 @@
+"""One error shape for the whole API, and the handlers that produce it.
+
+    {"error": {"code": "validation_failed", "message": "...", "fields": {"amount": ["..."]}}}
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from errors import ExchangeServiceError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, code: str, message: str, fields: dict[str, list[str]] | None = None
+) -> tuple[Response, int]:
+    body: dict[str, object] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    return jsonify(error=body), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ExchangeServiceError)
+    def _domain_error(error: ExchangeServiceError) -> tuple[Response, int]:
+        return error_response(error.status, error.code, error.message, error.fields)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(error: RequestEntityTooLarge) -> tuple[Response, int]:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return error_response(413, "body_too_large", f"The request body exceeds {limit} bytes.",
+                              {"body": [f"Larger than {limit} bytes."]})
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> tuple[Response, int]:
+        status = error.code or 500
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(status, code, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> tuple[Response, int]:
+        # Logged with its traceback (and sent to Sentry by its Flask integration);
+        # the client sees no internals.
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "An internal error occurred; nothing was changed.")
