@@ -75,6 +75,32 @@ def register(app: Flask) -> None:
         """Open a customer account funded from the house account."""
         click.echo(str(open_account(_engine(), owner, _parse_funding(funding))))
 
+    @app.cli.group("relay")
+    def relay_group() -> None:
+        """The outbox relay: publish outbox messages to the broker."""
+
+    @relay_group.command("run")
+    def relay_run() -> None:
+        """Run the relay daemon until SIGTERM/SIGINT (the Procfile's `relay:`)."""
+        from outbox.daemon import run_daemon
+
+        run_daemon(_settings(), _engine())
+
+    @relay_group.command("status")
+    def relay_status() -> None:
+        """Unpublished count, oldest unpublished age and publish rate of the outbox."""
+        from models.base import utcnow
+        from outbox.store import stats
+
+        with _engine().connect() as conn:
+            s = stats(conn, now=utcnow())
+        age = "-" if s.oldest_unpublished_age_seconds is None else f"{s.oldest_unpublished_age_seconds:.1f}s"
+        click.echo(f"unpublished:            {s.unpublished}")
+        click.echo(f"due now:                {s.due}")
+        click.echo(f"failing (last_error):   {s.failing}")
+        click.echo(f"oldest unpublished age: {age}")
+        click.echo(f"published last minute:  {s.published_last_minute}")
+
     @app.cli.command("serve")
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", default=5000, show_default=True, type=int)

@@ -1,17 +1,28 @@
-"""The embedded mode: the whole system in one process, on SQLite and an in-process broker."""
+"""The embedded mode: the whole system in one process, on SQLite and an in-process broker.
+
+Web server, outbox relay and Dramatiq worker run as threads of one process, so a new
+user sees an exchange travel through every part with no server installed.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 import click
+from dramatiq import Worker
 from flask import Flask
 from werkzeug.serving import make_server
 
 import migrate
 from commands import create_demo_accounts, customer_count
+from jobs.broker import build_broker, install
+from outbox.daemon import build_relay
 
 log = logging.getLogger(__name__)
+
+#: Worker threads of the in-process Dramatiq worker.
+EMBEDDED_WORKER_THREADS = 4
 
 
 def run_embedded(app: Flask, *, host: str, port: int) -> None:
@@ -21,6 +32,17 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
     if customer_count(engine) == 0:
         for owner, account_id in create_demo_accounts(engine, settings):
             click.echo(f"demo account {account_id}  {owner}")
+
+    broker = install(build_broker(settings))
+    import jobs.actors  # noqa: F401  (declares the actors on the broker just installed)
+
+    broker.declare_queue(settings.queue_name)
+    worker = Worker(broker, worker_threads=EMBEDDED_WORKER_THREADS, worker_timeout=100)
+    worker.start()
+    relay = build_relay(settings, engine, broker)
+    relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
+    relay_thread.start()
+
     server = make_server(host, port, app, threaded=True)
     click.echo(f"serving on http://{host}:{port}  (database: {engine.url.render_as_string()})")
     try:
@@ -29,3 +51,6 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
         pass
     finally:
         server.server_close()
+        relay.stop()
+        relay_thread.join(timeout=10)
+        worker.stop()

@@ -73,6 +73,9 @@ class Settings:
     relay_poll_interval_seconds: float = 1.0
     relay_retention_hours: int = 72
     relay_max_backoff_seconds: float = 30.0
+    relay_coalesce_ms: int = 0
+    #: Serve Prometheus metrics on this port from the relay process (0: off).
+    relay_metrics_port: int = 0
     # Dramatiq. Its defaults return a killed worker's messages after 6.5 to 28 minutes
     # on this machine (shared/README.md); these bring that to about 15-20 s.
     queue_name: str = "exchanges"
@@ -126,6 +129,8 @@ class Settings:
             relay_poll_interval_seconds=_float(env, "RELAY_POLL_INTERVAL_SECONDS", 1.0, minimum=0.01),
             relay_retention_hours=_int(env, "RELAY_RETENTION_HOURS", 72, minimum=1),
             relay_max_backoff_seconds=_float(env, "RELAY_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
+            relay_coalesce_ms=_int(env, "RELAY_COALESCE_MS", 0),
+            relay_metrics_port=_int(env, "RELAY_METRICS_PORT", 0),
             queue_name=env.get("QUEUE_NAME") or "exchanges",
             broker_heartbeat_timeout_ms=_int(env, "BROKER_HEARTBEAT_TIMEOUT_MS", 15_000, minimum=1000),
             broker_maintenance_chance=_int(env, "BROKER_MAINTENANCE_CHANCE", 100_000, minimum=1),

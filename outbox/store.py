@@ -1,0 +1,102 @@
+"""Every SQL statement of the outbox relay, in one place, so they can be reviewed together."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from models import outbox_messages as t
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: uuid.UUID
+    queue: str
+    actor: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+    trace_headers: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    unpublished: int
+    due: int
+    oldest_unpublished_age_seconds: float | None
+    published_last_minute: int
+    failing: int
+
+
+_CLAIM_COLUMNS = (t.c.id, t.c.queue, t.c.actor, t.c.payload, t.c.created_at, t.c.attempts, t.c.trace_headers)
+
+
+def claim_batch(conn: Connection, *, limit: int, now: datetime) -> list[OutboxRow]:
+    """Lock up to `limit` due, unpublished rows for this transaction.
+
+    On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several relays run side by side, each
+    taking rows the others have not locked. SQLite has one writer at a time anyway
+    (the engine begins every transaction IMMEDIATE), so there it is a plain select.
+    """
+    query = (
+        select(*_CLAIM_COLUMNS)
+        .where(t.c.published_at.is_(None), t.c.available_at <= now)
+        .order_by(t.c.available_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [OutboxRow(*row) for row in conn.execute(query)]
+
+
+def mark_published(conn: Connection, ids: Sequence[uuid.UUID], *, now: datetime) -> None:
+    conn.execute(
+        update(t).where(t.c.id.in_(ids)).values(published_at=now, attempts=t.c.attempts + 1, last_error=None)
+    )
+
+
+def record_failure(conn: Connection, ids: Sequence[uuid.UUID], *, error: str) -> None:
+    """Keep the rows unpublished and say why; the relay retries them after its backoff."""
+    conn.execute(update(t).where(t.c.id.in_(ids)).values(attempts=t.c.attempts + 1, last_error=error[:2000]))
+
+
+def purge_published(conn: Connection, *, older_than: datetime, limit: int) -> int:
+    """Delete up to `limit` rows published before `older_than`; small batches keep locks short."""
+    victims = (
+        select(t.c.id)
+        .where(t.c.published_at.is_not(None), t.c.published_at < older_than)
+        .order_by(t.c.published_at)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return conn.execute(delete(t).where(t.c.id.in_(victims))).rowcount
+
+
+def stats(conn: Connection, *, now: datetime) -> OutboxStats:
+    unpublished = t.c.published_at.is_(None)
+    row = conn.execute(
+        select(
+            func.count().filter(unpublished),
+            func.count().filter(unpublished, t.c.available_at <= now),
+            func.min(t.c.created_at).filter(unpublished),
+            func.count().filter(t.c.published_at >= now - timedelta(minutes=1)),
+            func.count().filter(unpublished, t.c.last_error.is_not(None)),
+        )
+    ).one()
+    oldest = row[2]
+    if oldest is not None and oldest.tzinfo is None:  # SQLite's aggregate bypasses the column type
+        from datetime import UTC
+
+        oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
+    return OutboxStats(
+        unpublished=row[0],
+        due=row[1],
+        oldest_unpublished_age_seconds=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+        published_last_minute=row[3],
+        failing=row[4],
+    )

@@ -1,0 +1,91 @@
+"""Waking the relay when a writer commits: PostgreSQL LISTEN/NOTIFY, with a poll as fallback."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+import psycopg
+from sqlalchemy import Engine
+
+from outbox.writer import NOTIFY_CHANNEL
+
+log = logging.getLogger("outbox.wakeup")
+
+
+class Waiter(Protocol):
+    def wait(self, timeout_seconds: float) -> bool:
+        """Block until woken or `timeout_seconds` pass; True if woken by a notification."""
+        ...
+
+    def interrupt(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PollWaiter:
+    """No notifications (SQLite): sleep the poll interval, interruptibly."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wait(self, timeout_seconds: float) -> bool:
+        self._event.wait(timeout_seconds)
+        self._event.clear()
+        return False
+
+    def interrupt(self) -> None:
+        self._event.set()
+
+    def close(self) -> None:
+        pass
+
+
+class ListenWaiter:
+    """LISTENs on its own autocommit connection; reconnects when the connection drops."""
+
+    #: Wait this long at most per blocking call, so interrupt() is noticed promptly.
+    SLICE_SECONDS = 0.25
+
+    def __init__(self, engine: Engine) -> None:
+        url = engine.url.set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._conn: psycopg.Connection | None = None
+        self._interrupted = threading.Event()
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._conn
+
+    def wait(self, timeout_seconds: float) -> bool:
+        remaining = timeout_seconds
+        try:
+            conn = self._connection()
+            while remaining > 0 and not self._interrupted.is_set():
+                slice_seconds = min(remaining, self.SLICE_SECONDS)
+                if any(True for _ in conn.notifies(timeout=slice_seconds, stop_after=1)):
+                    # Drain what else arrived: one wake-up, however many commits.
+                    for _ in conn.notifies(timeout=0):
+                        pass
+                    return True
+                remaining -= slice_seconds
+        except psycopg.Error as error:
+            log.warning("LISTEN connection lost (%s); polling until it is back", error)
+            self.close()
+            self._interrupted.wait(remaining)
+        self._interrupted.clear()
+        return False
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
