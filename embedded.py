@@ -15,7 +15,9 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 import migrate
+from bank.server import create_app as create_bank
 from commands import create_demo_accounts, customer_count
+from jobs import runtime
 from jobs.broker import build_broker, install
 from outbox.daemon import build_relay
 
@@ -33,6 +35,8 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
         for owner, account_id in create_demo_accounts(engine, settings):
             click.echo(f"demo account {account_id}  {owner}")
 
+    bank_url = settings.bank_url or _start_bank()
+    runtime.configure(runtime.build_workflow(settings, engine, bank_url))
     broker = install(build_broker(settings))
     import jobs.actors  # noqa: F401  (declares the actors on the broker just installed)
 
@@ -44,6 +48,7 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
     relay_thread.start()
 
     server = make_server(host, port, app, threaded=True)
+    click.echo(f"bank on {bank_url}")
     click.echo(f"serving on http://{host}:{port}  (database: {engine.url.render_as_string()})")
     try:
         server.serve_forever()
@@ -54,3 +59,10 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
         relay.stop()
         relay_thread.join(timeout=10)
         worker.stop()
+
+
+def _start_bank() -> str:
+    """The bank service in a thread on a free port, with its own SQLite file."""
+    server = make_server("127.0.0.1", 0, create_bank(), threaded=True)
+    threading.Thread(target=server.serve_forever, name="bank", daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}"

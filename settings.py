@@ -76,11 +76,35 @@ class Settings:
     relay_coalesce_ms: int = 0
     #: Serve Prometheus metrics on this port from the relay process (0: off).
     relay_metrics_port: int = 0
+    # Workflow
+    bank_url: str = ""
+    bank_connect_timeout_seconds: float = 2.0
+    bank_read_timeout_seconds: float = 5.0
+    step_lease_seconds: float = 30.0
+    quote_ttl_seconds: float = 30.0
+    credit_max_attempts: int = 5
+    fx_rates: str = ""
     # Dramatiq. Its defaults return a killed worker's messages after 6.5 to 28 minutes
     # on this machine (shared/README.md); these bring that to about 15-20 s.
     queue_name: str = "exchanges"
+    #: Per-actor Dramatiq retries: how often, and the backoff between tries.
+    step_max_retries: int = 20
+    step_min_backoff_ms: int = 1_000
+    step_max_backoff_ms: int = 300_000
+    #: Dramatiq's TimeLimit per step: a hung step is interrupted and retried.
+    step_time_limit_ms: int = 60_000
     broker_heartbeat_timeout_ms: int = 15_000
     broker_maintenance_chance: int = 100_000
+
+    def __post_init__(self) -> None:
+        bank_call = self.bank_connect_timeout_seconds + self.bank_read_timeout_seconds
+        if self.step_lease_seconds <= bank_call:
+            raise ConfigError(
+                f"STEP_LEASE_SECONDS ({self.step_lease_seconds}) must exceed the bank's connect + read "
+                f"timeouts ({bank_call}): a lease that ends mid-call lets a second worker in"
+            )
+        if self.credit_max_attempts > self.step_max_retries + 1:
+            raise ConfigError("CREDIT_MAX_ATTEMPTS must not exceed STEP_MAX_RETRIES + 1")
 
     @property
     def is_sqlite(self) -> bool:
@@ -132,6 +156,17 @@ class Settings:
             relay_coalesce_ms=_int(env, "RELAY_COALESCE_MS", 0),
             relay_metrics_port=_int(env, "RELAY_METRICS_PORT", 0),
             queue_name=env.get("QUEUE_NAME") or "exchanges",
+            bank_url=env.get("BANK_URL") or "",
+            bank_connect_timeout_seconds=_float(env, "BANK_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.05),
+            bank_read_timeout_seconds=_float(env, "BANK_READ_TIMEOUT_SECONDS", 5.0, minimum=0.05),
+            step_lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0, minimum=0.5),
+            quote_ttl_seconds=_float(env, "QUOTE_TTL_SECONDS", 30.0, minimum=1.0),
+            credit_max_attempts=_int(env, "CREDIT_MAX_ATTEMPTS", 5, minimum=1),
+            fx_rates=env.get("FX_RATES") or "",
+            step_max_retries=_int(env, "STEP_MAX_RETRIES", 20),
+            step_min_backoff_ms=_int(env, "STEP_MIN_BACKOFF_MS", 1_000, minimum=1),
+            step_max_backoff_ms=_int(env, "STEP_MAX_BACKOFF_MS", 300_000, minimum=1),
+            step_time_limit_ms=_int(env, "STEP_TIME_LIMIT_MS", 60_000, minimum=100),
             broker_heartbeat_timeout_ms=_int(env, "BROKER_HEARTBEAT_TIMEOUT_MS", 15_000, minimum=1000),
             broker_maintenance_chance=_int(env, "BROKER_MAINTENANCE_CHANCE", 100_000, minimum=1),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from domain.currencies import minor_unit
 
@@ -22,13 +22,18 @@ def parse_amount(text: object) -> Decimal:
     """Parse a decimal string like "125.50" exactly; reject numbers sent as JSON floats."""
     if not isinstance(text, str):
         raise AmountError("Must be a decimal string such as \"125.50\", not a JSON number.")
-    if not _AMOUNT_PATTERN.match(text):
+    # fullmatch, not match: `$` also matches before a trailing newline, and Decimal()
+    # would then strip it, accepting "10.00\n".
+    if not _AMOUNT_PATTERN.fullmatch(text):
         raise AmountError("Must be a plain decimal string such as \"125.50\".")
     return Decimal(text)
 
 
 def decimals_of(amount: Decimal) -> int:
-    exponent = amount.normalize().as_tuple().exponent
+    # normalize() in a context as precise as the amount itself: the default context's
+    # 28 digits would round "10000000000.000000000000000001" to a whole number.
+    exact = Context(prec=len(amount.as_tuple().digits))
+    exponent = amount.normalize(exact).as_tuple().exponent
     assert isinstance(exponent, int)  # finite by construction
     return max(0, -exponent)
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage
 
 from settings import Settings
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
+    broker = _broker_for(settings)
+    # Steps read the message id (the outbox row id) for the timeline.
+    broker.add_middleware(CurrentMessage())
+    return broker
+
+
+def _broker_for(settings: Settings) -> dramatiq.Broker:
     url = settings.broker_url
     if url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker

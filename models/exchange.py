@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.states import ExchangeState
@@ -43,6 +43,10 @@ class Exchange(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim_token: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: A call of the current step may have reached the bank without an answer (timeout):
+    #: the step must not be given up on without asking the bank first.
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    receipt_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     #: Hash of the validated request, to tell a replay from a reuse of the key.
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))

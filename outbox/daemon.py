@@ -36,7 +36,7 @@ def build_relay(settings: Settings, engine: Engine, broker: dramatiq.Broker | No
         from jobs.broker import build_broker
 
         broker = build_broker(settings)
-    waiter: Waiter = ListenWaiter(engine) if is_postgres(engine) else PollWaiter()
+    waiter: Waiter = ListenWaiter(engine) if is_postgres(engine) else PollWaiter(engine)
     return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings), waiter=waiter)
 
 

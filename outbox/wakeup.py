@@ -8,7 +8,7 @@ import threading
 from typing import Protocol
 
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from outbox.writer import NOTIFY_CHANNEL
 
@@ -26,15 +26,24 @@ class Waiter(Protocol):
 
 
 class PollWaiter:
-    """No notifications (SQLite): sleep the poll interval, interruptibly."""
+    """No notifications (SQLite): sleep the poll interval, interruptibly.
 
-    def __init__(self) -> None:
+    Given the engine of its own process (the embedded mode), every commit on it wakes
+    the relay at once, as NOTIFY does on PostgreSQL.
+    """
+
+    def __init__(self, engine: Engine | None = None) -> None:
         self._event = threading.Event()
+        if engine is not None:
+            event.listen(engine, "commit", self._on_commit)
+
+    def _on_commit(self, _connection: object) -> None:
+        self._event.set()
 
     def wait(self, timeout_seconds: float) -> bool:
-        self._event.wait(timeout_seconds)
+        woken = self._event.wait(timeout_seconds)
         self._event.clear()
-        return False
+        return woken
 
     def interrupt(self) -> None:
         self._event.set()

@@ -117,6 +117,13 @@ def _accept(
         )
     )
     if held.rowcount != 1:
+        if idempotency_key:
+            # A request with this key may have committed while this one waited for the
+            # balance row lock and taken the money: it is our replay, not a refusal. (This
+            # statement reads what committed since; READ COMMITTED takes a fresh snapshot.)
+            earlier = _find_by_key(conn, request.account_id, idempotency_key)
+            if earlier is not None:
+                return _replay(earlier, fingerprint)
         raise _refusal(conn, request)
 
     exchange_id = uuid.uuid4()
@@ -131,6 +138,7 @@ def _accept(
             "state": ExchangeState.PENDING,
             "attempt": 0,
             "claim_token": 0,
+            "outcome_unknown": False,
             "idempotency_key": idempotency_key,
             "request_fingerprint": fingerprint,
             "created_at": now,

@@ -65,6 +65,8 @@ def upgrade() -> None:
         sa.Column("claimed_until", UTCDateTime, nullable=True),
         sa.Column("claim_token", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("outcome_unknown", sa.Boolean(), nullable=False),
+        sa.Column("receipt_sent_at", UTCDateTime, nullable=True),
         sa.Column("idempotency_key", sa.String(255), nullable=True),
         sa.Column("request_fingerprint", sa.String(64), nullable=True),
         sa.Column("created_at", UTCDateTime, nullable=False),

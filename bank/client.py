@@ -1,0 +1,141 @@
+"""Our client of the bank: real HTTP with connect/read timeouts, and the outcome of every call.
+
+Errors say what we know about the money: BankUnavailable and BankRejected mean the call
+was NOT applied; BankOutcomeUnknown (no answer in time) means it may have been.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+#: Seconds to establish a connection; failing here proves nothing was sent.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 2.0
+#: Seconds to wait for the answer once the request is sent.
+DEFAULT_READ_TIMEOUT_SECONDS = 5.0
+
+
+class BankError(Exception):
+    """Base of the bank client's errors."""
+
+
+class BankUnavailable(BankError):
+    """Refused, unreachable or answered 5xx: not applied; worth retrying."""
+
+
+class BankRejected(BankError):
+    """Answered 4xx: not applied, and retrying the same call will not help."""
+
+
+class BankOutcomeUnknown(BankError):
+    """Sent, but no answer in time: the bank may have applied it. Retry with the same key."""
+
+
+@dataclass(frozen=True)
+class BankTransfer:
+    id: str
+    status: str  # applied / voided
+    amount: Decimal
+    currency: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class BankRecord:
+    id: str
+    reference: str
+    status: str
+    amount: Decimal
+    currency: str
+
+
+class BankClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+
+    def _call(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        try:
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs  # type: ignore[arg-type]
+            )
+        except requests.ConnectTimeout as error:
+            raise BankUnavailable(f"bank connect timeout: {error}") from error
+        except requests.ReadTimeout as error:
+            raise BankOutcomeUnknown(f"bank did not answer within {self.timeout[1]}s") from error
+        except requests.ConnectionError as error:
+            if _never_connected(error):
+                raise BankUnavailable(f"bank unreachable: {error}") from error
+            raise BankOutcomeUnknown(f"bank connection lost: {error}") from error
+        if response.status_code >= 500:
+            raise BankUnavailable(f"bank answered {response.status_code}: {_text(response)}")
+        return response
+
+    def transfer(self, *, key: str, reference: str, account: str, currency: str, amount: Decimal) -> BankTransfer:
+        """Pay `amount` to `account`; idempotent per key (a retry gets the first answer)."""
+        response = self._call(
+            "POST",
+            "/transfers",
+            json={"reference": reference, "account": account, "currency": currency, "amount": str(amount)},
+            headers={"Idempotency-Key": key},
+        )
+        if response.status_code >= 400:
+            raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
+        return _transfer(response.json(), replayed=response.headers.get("Idempotent-Replayed") == "true")
+
+    def void(self, *, key: str, reference: str) -> BankTransfer:
+        """Make sure `key` will never be applied; returns the applied transfer if it already was."""
+        response = self._call("POST", "/transfers/void", json={"idempotency_key": key, "reference": reference})
+        if response.status_code >= 400:
+            raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
+        return _transfer(response.json())
+
+    def lookup(self, key: str) -> BankTransfer | None:
+        """The bank's record for a key, or None if it has never seen it."""
+        response = self._call("GET", f"/transfers/by-key/{key}")
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
+        return _transfer(response.json())
+
+    def transfers_for(self, reference: str) -> list[BankTransfer]:
+        response = self._call("GET", "/transfers", params={"reference": reference})
+        return [_transfer(t) for t in response.json()["transfers"]]
+
+    def all_applied(self) -> list[BankRecord]:
+        """Every transfer the bank has applied (for reconciliation and the invariant checks)."""
+        return [
+            BankRecord(t["id"], t["reference"], t["status"], Decimal(t["amount"]), t["currency"])
+            for t in self._call("GET", "/transfers").json()["transfers"]
+        ]
+
+    def set_faults(self, **faults: object) -> dict[str, object]:
+        return self._call("POST", "/_faults", json=faults).json()
+
+    def reset_faults(self) -> None:
+        self._call("POST", "/_faults/reset")
+
+
+def _transfer(body: dict[str, str], replayed: bool = False) -> BankTransfer:
+    return BankTransfer(body["id"], body["status"], Decimal(body["amount"]), body["currency"], replayed)
+
+
+def _text(response: requests.Response) -> str:
+    return response.text[:300]
+
+
+def _never_connected(error: requests.ConnectionError) -> bool:
+    """True when the connection was never established, so the request was never sent."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, NewConnectionError)

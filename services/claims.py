@@ -1,0 +1,115 @@
+"""The step claim: a compare-and-set with a lease and a fencing token.
+
+`claim` takes the exchange for one step if it is in the expected state and nobody holds
+an unexpired lease; it raises the claim counter (the fencing token) and returns it.
+`advance` and `release` write only while that token is still current: a worker whose
+lease ran out and whose step was taken over finds 0 rows and raises LostClaim, so its
+transaction rolls back as a whole.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, case, or_, select, update
+
+from domain.states import ExchangeState, check_transition
+from models import exchanges as t
+
+
+class LostClaim(Exception):
+    """The step's fencing token is no longer current: another worker took the step over."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    exchange_id: uuid.UUID
+    step: str
+    token: int
+    attempt: int
+    state: ExchangeState
+    account_id: uuid.UUID
+    from_currency: str
+    to_currency: str
+    amount: Decimal
+    rate: Decimal | None
+    to_amount: Decimal | None
+    quote_expires_at: datetime | None
+    outcome_unknown: bool
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The exchange is in the expected state but another worker's lease has not expired."""
+
+    claimed_by: str | None
+    claimed_until: datetime
+
+
+_RETURNING = (
+    t.c.claim_token, t.c.attempt, t.c.account_id, t.c.from_currency, t.c.to_currency, t.c.amount, t.c.rate,
+    t.c.to_amount, t.c.quote_expires_at, t.c.outcome_unknown,
+)
+
+
+def claim(
+    conn: Connection,
+    exchange_id: uuid.UUID,
+    *,
+    expected: ExchangeState,
+    step: str,
+    worker: str,
+    lease: timedelta,
+    now: datetime,
+) -> Claim | Busy | None:
+    """Claim the step; None when the exchange is no longer in `expected` (a duplicate: ack it)."""
+    row = conn.execute(
+        update(t)
+        .where(t.c.id == exchange_id, t.c.state == expected,
+               or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
+        .values(
+            step=step,
+            attempt=case((t.c.step == step, t.c.attempt + 1), else_=1),
+            claimed_by=worker,
+            claimed_until=now + lease,
+            claim_token=t.c.claim_token + 1,
+            updated_at=now,
+        )
+        .returning(*_RETURNING)
+    ).first()
+    if row is not None:
+        return Claim(exchange_id, step, row[0], row[1], expected, *row[2:])
+    current = conn.execute(
+        select(t.c.state, t.c.claimed_by, t.c.claimed_until).where(t.c.id == exchange_id)
+    ).first()
+    if current is None or current.state != expected:
+        return None
+    return Busy(current.claimed_by, current.claimed_until)
+
+
+def advance(conn: Connection, held: Claim, target: ExchangeState, *, now: datetime, **values: Any) -> None:
+    """Move to `target` and drop the claim, only while `held` is still the current claim."""
+    check_transition(held.state, target)
+    result = conn.execute(
+        update(t)
+        .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
+        .values(state=target, claimed_by=None, claimed_until=None, outcome_unknown=False, updated_at=now, **values)
+    )
+    if result.rowcount != 1:
+        raise LostClaim(f"claim {held.token} on {held.exchange_id} was taken over")
+
+
+def release(conn: Connection, held: Claim, *, error: str, outcome_unknown: bool, now: datetime) -> None:
+    """Give the claim back without advancing (a retry will claim again), only while it is ours."""
+    result = conn.execute(
+        update(t)
+        .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
+        .values(claimed_by=None, claimed_until=None, last_error=error[:4000], updated_at=now,
+                **({"outcome_unknown": True} if outcome_unknown else {}))
+    )
+    if result.rowcount != 1:
+        raise LostClaim(f"claim {held.token} on {held.exchange_id} was taken over")

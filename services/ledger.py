@@ -1,0 +1,68 @@
+"""Writing postings and the balance changes that go with them, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from domain.ledger import Posting
+from models import balances, ledger_entries
+
+_INSERT_ENTRY = insert(ledger_entries)
+
+
+class BalanceMismatch(RuntimeError):
+    """A balance row did not hold what the exchange's state says it must: a bug, never retried."""
+
+
+def post(conn: Connection, posting: Posting, *, exchange_id: uuid.UUID | None, now: datetime) -> uuid.UUID:
+    posting_id = uuid.uuid4()
+    conn.execute(
+        _INSERT_ENTRY,
+        [
+            {"posting_id": posting_id, "exchange_id": exchange_id, "account_id": e.account_id,
+             "currency": e.currency, "amount": e.amount, "kind": posting.kind, "created_at": now}
+            for e in posting.entries
+        ],
+    )
+    return posting_id
+
+
+def consume_hold(conn: Connection, account_id: uuid.UUID, currency: str, amount: Decimal, now: datetime) -> None:
+    """The held amount leaves the balance (it was debited)."""
+    _change(conn, account_id, currency, now, held=-amount)
+
+
+def release_hold(conn: Connection, account_id: uuid.UUID, currency: str, amount: Decimal, now: datetime) -> None:
+    """The held amount becomes available again (nothing was debited)."""
+    _change(conn, account_id, currency, now, held=-amount, available=amount)
+
+
+def add_available(conn: Connection, account_id: uuid.UUID, currency: str, amount: Decimal, now: datetime) -> None:
+    """Credit a balance, creating the row for a currency the customer did not hold yet."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(balances).values(
+        account_id=account_id, currency=currency, available=amount, held=Decimal(0), updated_at=now
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[balances.c.account_id, balances.c.currency],
+            set_={"available": balances.c.available + statement.excluded.available, "updated_at": now},
+        )
+    )
+
+
+def _change(conn: Connection, account_id: uuid.UUID, currency: str, now: datetime, *, held: Decimal,
+            available: Decimal = Decimal(0)) -> None:
+    result = conn.execute(
+        update(balances)
+        .where(balances.c.account_id == account_id, balances.c.currency == currency,
+               balances.c.held + held >= 0)
+        .values(held=balances.c.held + held, available=balances.c.available + available, updated_at=now)
+    )
+    if result.rowcount != 1:
+        raise BalanceMismatch(f"balance {account_id}/{currency} does not hold {-held}")
