@@ -1,0 +1,70 @@
+"""Helpers for driving the workflow's steps in-process, as a broker would."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from werkzeug.serving import make_server
+
+from bank.server import create_app as create_bank
+from domain.states import TERMINAL_STATES
+from jobs import messages
+from models import exchanges
+from services.exchanges import ExchangeRequest, create_exchange
+from services.workflow import STEPS, Delivery, StepDeferred, StepResult, Workflow
+
+#: Which actor runs next in each non-terminal state.
+NEXT_ACTOR = {
+    "pending": messages.QUOTE_EXCHANGE,
+    "quoted": messages.DEBIT_EXCHANGE,
+    "debited": messages.CREDIT_EXCHANGE,
+    "credited": messages.COMPLETE_EXCHANGE,
+    "compensating": messages.COMPENSATE_EXCHANGE,
+}
+
+
+@contextmanager
+def bank_server(tmp_path: Path) -> Iterator[str]:
+    """The real bank service on a free port, in a thread, with its own SQLite file."""
+    server = make_server("127.0.0.1", 0, create_bank(str(tmp_path / "bank.db"), seed=7), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def state_of(engine: Engine, exchange_id: uuid.UUID) -> str:
+    with engine.connect() as conn:
+        return conn.execute(select(exchanges.c.state).where(exchanges.c.id == exchange_id)).scalar_one()
+
+
+def run_step(wf: Workflow, actor: str, exchange_id: uuid.UUID, worker: str = "test-worker") -> StepResult:
+    return STEPS[actor](wf, Delivery(exchange_id, worker, uuid.uuid4()))
+
+
+def drive(wf: Workflow, exchange_id: uuid.UUID, *, max_steps: int = 50) -> str:
+    """Run steps as the broker would, retrying deferred ones at once, until a terminal state."""
+    for _ in range(max_steps):
+        state = state_of(wf.engine, exchange_id)
+        if state in TERMINAL_STATES or state == "needs_attention":
+            run_step(wf, messages.SEND_RECEIPT, exchange_id)
+            return state
+        try:
+            run_step(wf, NEXT_ACTOR[state], exchange_id)
+        except StepDeferred:
+            continue
+    raise AssertionError(f"exchange {exchange_id} did not finish in {max_steps} steps")
+
+
+def accept(engine: Engine, account: uuid.UUID, amount: str = "100.00", source: str = "CAD",
+           target: str = "USD") -> uuid.UUID:
+    accepted = create_exchange(engine, ExchangeRequest(account, source, target, Decimal(amount)), queue="exchanges")
+    return accepted.exchange_id
