@@ -25,9 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["fx.settings"] = settings
-    app.extensions["fx.engine"] = make_engine(
-        settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
-    )
+    app.extensions["fx.engine"] = make_engine(settings.database_url, **settings.engine_options())
 
     errors.register(app)
     app.register_blueprint(api.bp)

@@ -13,11 +13,26 @@ from sqlalchemy.engine import make_url
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, **kwargs: Any) -> Engine:
+#: PostgreSQL aborts a transaction left idle this long. No transaction here waits on
+#: anything but the database, so only a frozen process (SIGSTOP, GC pause, VM freeze)
+#: trips it, and its row locks are then released for the worker that takes over.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    idle_in_transaction_timeout_ms: int = IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    **kwargs: Any,
+) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
+    options = f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"
     return create_engine(
         url,
+        connect_args={"options": options},
         pool_size=pool_size,
         max_overflow=max_overflow,
         # A connection killed by a failover or pg_terminate_backend is noticed at

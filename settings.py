@@ -68,6 +68,7 @@ class Settings:
     max_request_bytes: int = 16 * 1024
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    db_idle_in_transaction_timeout_ms: int = 15_000
     # Relay
     relay_batch_size: int = 500
     relay_poll_interval_seconds: float = 1.0
@@ -105,6 +106,13 @@ class Settings:
             )
         if self.credit_max_attempts > self.step_max_retries + 1:
             raise ConfigError("CREDIT_MAX_ATTEMPTS must not exceed STEP_MAX_RETRIES + 1")
+
+    def engine_options(self) -> dict[str, int]:
+        return {
+            "pool_size": self.db_pool_size,
+            "max_overflow": self.db_max_overflow,
+            "idle_in_transaction_timeout_ms": self.db_idle_in_transaction_timeout_ms,
+        }
 
     @property
     def is_sqlite(self) -> bool:
@@ -149,6 +157,7 @@ class Settings:
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 16 * 1024, minimum=256),
             db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
             db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
+            db_idle_in_transaction_timeout_ms=_int(env, "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 15_000, minimum=100),
             relay_batch_size=_int(env, "RELAY_BATCH_SIZE", 500, minimum=1),
             relay_poll_interval_seconds=_float(env, "RELAY_POLL_INTERVAL_SECONDS", 1.0, minimum=0.01),
             relay_retention_hours=_int(env, "RELAY_RETENTION_HOURS", 72, minimum=1),

@@ -20,8 +20,7 @@ _lock = threading.Lock()
 
 
 def build_workflow(settings: Settings, engine: Engine | None = None, bank_url: str | None = None) -> Workflow:
-    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size,
-                                   max_overflow=settings.db_max_overflow)
+    engine = engine or make_engine(settings.database_url, **settings.engine_options())
     rates = {**DEFAULT_USD_VALUES, **parse_rate_table(settings.fx_rates)}
     return Workflow(
         engine=engine,

@@ -42,6 +42,8 @@ class Exchange(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(120))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim_token: Mapped[int] = mapped_column(Integer, default=0)
+    #: Set by a claim that took over an expired one: whose claim it was.
+    rescued_from: Mapped[str | None] = mapped_column(String(120))
     last_error: Mapped[str | None] = mapped_column(Text)
     #: A call of the current step may have reached the bank without an answer (timeout):
     #: the step must not be given up on without asking the bank first.

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, case, or_, select, update
+from sqlalchemy import Connection, case, func, or_, select, update
 
 from domain.states import ExchangeState, check_transition
 from models import exchanges as t
@@ -40,6 +40,9 @@ class Claim:
     to_amount: Decimal | None
     quote_expires_at: datetime | None
     outcome_unknown: bool
+    #: The worker whose claim on this step expired without a result, if any: this claim
+    #: is a rescue, and the step's rescue policy decides what happens.
+    rescued_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Busy:
 
 _RETURNING = (
     t.c.claim_token, t.c.attempt, t.c.account_id, t.c.from_currency, t.c.to_currency, t.c.amount, t.c.rate,
-    t.c.to_amount, t.c.quote_expires_at, t.c.outcome_unknown,
+    t.c.to_amount, t.c.quote_expires_at, t.c.outcome_unknown, t.c.rescued_from,
 )
 
 
@@ -77,6 +80,8 @@ def claim(
             claimed_by=worker,
             claimed_until=now + lease,
             claim_token=t.c.claim_token + 1,
+            # SET reads the row as it was: a claim still set here expired without a result.
+            rescued_from=case((t.c.claimed_until.is_not(None), func.coalesce(t.c.claimed_by, "?")), else_=None),
             updated_at=now,
         )
         .returning(*_RETURNING)

@@ -39,6 +39,17 @@ log = logging.getLogger("workflow")
 S = ExchangeState
 
 
+class RescuePolicy(StrEnum):
+    """What to do when a step's claim expires without a result (its worker died or froze)."""
+
+    #: Run the step again: safe when its external call is idempotent, or it has none.
+    RETRY = "retry"
+    #: The outcome is unknown and only a person should decide: wait in needs_attention.
+    PARK = "park"
+    #: Give up; compensate where money moved.
+    FAIL = "fail"
+
+
 @dataclass(frozen=True)
 class WorkflowConfig:
     queue: str = "exchanges"
@@ -47,6 +58,8 @@ class WorkflowConfig:
     quote_ttl: timedelta = timedelta(seconds=30)
     #: Bank calls of the credit step before its final-failure path runs.
     credit_max_attempts: int = 5
+    #: Per-step replacements of the rescue policies declared beside the steps.
+    rescue_overrides: dict[str, RescuePolicy] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,29 +206,55 @@ def credit_key(exchange_id: uuid.UUID) -> str:
     return f"{exchange_id}:credit"
 
 
+#: What happens when the credit's claim expires without a result (its worker died or froze
+#: past its lease). RETRY is safe here: the bank applies each idempotency key once and
+#: replays its answer, so running the step again cannot pay twice.
+CREDIT_RESCUE_POLICY = RescuePolicy.RETRY
+
+
 def credit(wf: Workflow, d: Delivery) -> StepResult:
     """Pay the target amount through the bank, then credit the customer; once, whatever happens."""
     started = time.monotonic()
     now = utcnow()
+    policy = wf.config.rescue_overrides.get("credit", CREDIT_RESCUE_POLICY)
     with wf.engine.begin() as conn:
         held = _claim(wf, conn, d, "credit", S.DEBITED, now)
+        if held is not None and held.rescued_from is not None:
+            timeline.record(conn, d.exchange_id, step="credit", outcome="rescued", state=held.state,
+                            attempt=held.attempt, worker=d.worker, message_id=d.message_id, now=now,
+                            error=f"the claim of {held.rescued_from} expired without a result",
+                            detail={"policy": policy.value})
     if held is None:
         return StepResult.SKIPPED
     assert held.to_amount is not None, "a debited exchange has a quote"
     key = credit_key(d.exchange_id)
-    try:
-        transfer = wf.bank.transfer(key=key, reference=str(d.exchange_id), account=str(held.account_id),
-                                    currency=held.to_currency, amount=held.to_amount)
-        decision = _credited(held, transfer)
-    except BankRejected as error:
-        decision = Transition(S.COMPENSATING, "failed", messages.COMPENSATE_EXCHANGE, error=str(error),
-                              detail={"reason": "bank rejected the credit"})
-    except BankError as error:
-        unknown = held.outcome_unknown or isinstance(error, BankOutcomeUnknown)
-        if held.attempt < wf.config.credit_max_attempts:
-            return _retry_later(wf, d, held, error, unknown)
-        decision = _final_credit_failure(wf, held, key, error, unknown)
+    rescued = held.rescued_from is not None
+    if rescued and policy is RescuePolicy.PARK:
+        decision = Transition(S.NEEDS_ATTENTION, "parked",
+                              error=f"credit interrupted: the claim of {held.rescued_from} expired without a "
+                                    "result, and this step's rescue policy is park")
+    elif rescued and policy is RescuePolicy.FAIL:
+        decision = _final_credit_failure(wf, held, key, f"the claim of {held.rescued_from} expired", unknown=True)
+    else:
+        try:
+            transfer = wf.bank.transfer(key=key, reference=str(d.exchange_id), account=str(held.account_id),
+                                        currency=held.to_currency, amount=held.to_amount)
+            decision = _credited(held, transfer)
+        except BankRejected as error:
+            decision = Transition(S.COMPENSATING, "failed", messages.COMPENSATE_EXCHANGE, error=str(error),
+                                  detail={"reason": "bank rejected the credit"})
+        except BankError as error:
+            unknown = held.outcome_unknown or isinstance(error, BankOutcomeUnknown)
+            if held.attempt < wf.config.credit_max_attempts:
+                return _retry_later(wf, d, held, error, unknown)
+            decision = _final_credit_failure(wf, held, key, str(error), unknown)
     failpoint("step.credit.after_bank")
+    return _finish_credit(wf, d, held, decision, started)
+
+
+def _finish_credit(wf: Workflow, d: Delivery, held: Claim, decision: Transition, started: float) -> StepResult:
+    """The credit's result, fenced by its claim: credited, compensating or parked."""
+    assert held.to_amount is not None
     try:
         with wf.engine.begin() as conn:
             now = utcnow()
@@ -227,6 +266,33 @@ def credit(wf: Workflow, d: Delivery) -> StepResult:
     except LostClaim as error:
         return _lost(wf, d, held, error)
     return StepResult.PARKED if decision.target is S.NEEDS_ATTENTION else StepResult.ADVANCED
+
+
+def resolve_with_bank(wf: Workflow, d: Delivery) -> StepResult:
+    """Settle a parked credit by asking the bank: paid -> credited; never paid -> voided and refunded.
+
+    Leaves the exchange parked (and says why) while the bank cannot answer.
+    """
+    started = time.monotonic()
+    now = utcnow()
+    with wf.engine.begin() as conn:
+        held = _claim(wf, conn, d, "resolve", S.NEEDS_ATTENTION, now)
+    if held is None:
+        return StepResult.SKIPPED
+    try:
+        record = wf.bank.void(key=credit_key(d.exchange_id), reference=str(d.exchange_id))
+    except BankError as error:
+        with wf.engine.begin() as conn:
+            claims.release(conn, held, error=f"bank could not be asked: {error}", outcome_unknown=True, now=utcnow())
+            timeline.record(conn, d.exchange_id, step="resolve", outcome="retrying", state=held.state,
+                            attempt=held.attempt, worker=d.worker, message_id=d.message_id, error=str(error))
+        raise StepDeferred(f"bank could not be asked: {error}") from None
+    if record.status == "applied":
+        decision = _credited(held, record)
+    else:
+        decision = Transition(S.COMPENSATING, "resolved", messages.COMPENSATE_EXCHANGE,
+                              detail={"reason": "the bank never applied the credit; voided", "void_id": record.id})
+    return _finish_credit(wf, d, held, decision, started)
 
 
 def _credited(held: Claim, transfer: BankTransfer) -> Transition:
@@ -254,11 +320,11 @@ def _retry_later(wf: Workflow, d: Delivery, held: Claim, error: BankError, unkno
     raise StepDeferred(f"credit attempt {held.attempt} failed: {error}")
 
 
-def _final_credit_failure(wf: Workflow, held: Claim, key: str, error: BankError, unknown: bool) -> Transition:
+def _final_credit_failure(wf: Workflow, held: Claim, key: str, error: str, unknown: bool) -> Transition:
     """Give up on the credit: refund, unless the bank may have paid, in which case ask it."""
     if not unknown:
         # Every answer said "not applied": the refund is safe.
-        return Transition(S.COMPENSATING, "failed", messages.COMPENSATE_EXCHANGE, error=str(error),
+        return Transition(S.COMPENSATING, "failed", messages.COMPENSATE_EXCHANGE, error=error,
                           detail={"reason": f"bank failed {held.attempt} times"})
     try:
         record = wf.bank.void(key=key, reference=str(held.exchange_id))
@@ -268,7 +334,7 @@ def _final_credit_failure(wf: Workflow, held: Claim, key: str, error: BankError,
                                 f"could not ask the bank: {void_error}")
     if record.status == "applied":
         return _credited(held, record)
-    return Transition(S.COMPENSATING, "failed", messages.COMPENSATE_EXCHANGE, error=str(error),
+    return Transition(S.COMPENSATING, "failed", messages.COMPENSATE_EXCHANGE, error=error,
                       detail={"reason": "bank voided the unanswered credit", "void_id": record.id})
 
 
@@ -319,4 +385,5 @@ STEPS: dict[str, Callable[[Workflow, Delivery], StepResult]] = {
     messages.COMPLETE_EXCHANGE: complete,
     messages.COMPENSATE_EXCHANGE: compensate,
     messages.SEND_RECEIPT: send_receipt,
+    messages.RESOLVE_EXCHANGE: resolve_with_bank,
 }

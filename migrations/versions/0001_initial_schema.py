@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("claimed_by", sa.String(120), nullable=True),
         sa.Column("claimed_until", UTCDateTime, nullable=True),
         sa.Column("claim_token", sa.Integer(), nullable=False),
+        sa.Column("rescued_from", sa.String(120), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("outcome_unknown", sa.Boolean(), nullable=False),
         sa.Column("receipt_sent_at", UTCDateTime, nullable=True),
