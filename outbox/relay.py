@@ -150,16 +150,18 @@ class Relay:
         next_housekeeping = 0.0
         next_summary = time.monotonic() + SUMMARY_INTERVAL_SECONDS
         log.info("%s started (batch %d)", self.name, self.config.batch_size)
+        if self.waiter is not None:
+            self.waiter.prepare()  # LISTEN before the first batch, so no commit goes unheard
         while not self.stopping.is_set():
             try:
                 result = self.run_once()
-                if time.monotonic() >= next_housekeeping:
-                    self.housekeeping()
-                    next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL_SECONDS
             except DBAPIError as error:
                 # A dropped or restarted database: the pool hands out a fresh connection
                 # next time; nothing was marked published, so nothing is lost.
                 result = BatchResult(error=f"database: {error.orig or error}")
+            except Exception as error:  # an unexpected fault must not end the relay
+                log.exception("unexpected error in a relay batch")
+                result = BatchResult(error=f"{type(error).__name__}: {error}")
             self.totals["published"] += result.published
             if result.error:
                 self.totals["failed_batches"] += 1
@@ -168,6 +170,12 @@ class Relay:
                 self.stopping.wait(delay)
                 continue
             backoff.reset()
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL_SECONDS
+                try:
+                    self.housekeeping()
+                except Exception:  # purging can wait for the next pass
+                    log.exception("relay housekeeping failed")
             if time.monotonic() >= next_summary:
                 log.info("%s: %d published in total, %d failed batches, %d purged",
                          self.name, self.totals["published"], self.totals["failed_batches"], self.totals["purged"])

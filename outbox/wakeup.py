@@ -20,6 +20,10 @@ class Waiter(Protocol):
         """Block until woken or `timeout_seconds` pass; True if woken by a notification."""
         ...
 
+    def prepare(self) -> None:
+        """Get ready to be woken (connect and LISTEN) before the first batch."""
+        ...
+
     def interrupt(self) -> None: ...
 
     def close(self) -> None: ...
@@ -45,6 +49,9 @@ class PollWaiter:
         self._event.clear()
         return woken
 
+    def prepare(self) -> None:
+        pass
+
     def interrupt(self) -> None:
         self._event.set()
 
@@ -69,6 +76,12 @@ class ListenWaiter:
             self._conn = psycopg.connect(self._conninfo, autocommit=True)
             self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return self._conn
+
+    def prepare(self) -> None:
+        try:
+            self._connection()
+        except psycopg.Error as error:
+            log.warning("cannot LISTEN yet (%s); polling until the database is back", error)
 
     def wait(self, timeout_seconds: float) -> bool:
         remaining = timeout_seconds
