@@ -9,8 +9,10 @@ from flask import Flask
 import commands
 import observability
 from database import make_engine
+from jobs.runtime import bank_client
 from settings import Settings
-from web import api, errors
+from web import api, errors, ops
+from web.csrf import csrf_token
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -27,8 +29,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["fx.settings"] = settings
     app.extensions["fx.engine"] = make_engine(settings.database_url, **settings.engine_options())
 
+    app.extensions["fx.bank"] = bank_client(settings)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
     errors.register(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(ops.api_bp)
     commands.register(app)
     return app
 

@@ -37,6 +37,7 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
 
     bank_url = settings.bank_url or _start_bank()
     runtime.configure(runtime.build_workflow(settings, engine, bank_url))
+    app.extensions["fx.bank"] = runtime.bank_client(settings, bank_url)
     broker = install(build_broker(settings))
     import jobs.actors  # noqa: F401  (declares the actors on the broker just installed)
 

@@ -85,6 +85,12 @@ class Settings:
     quote_ttl_seconds: float = 30.0
     credit_max_attempts: int = 5
     fx_rates: str = ""
+    # Operations
+    #: An open exchange with no progress for this long is stuck: listed, and re-enqueued.
+    stuck_after_seconds: float = 120.0
+    reconcile_interval_seconds: float = 30.0
+    #: "name:password,name2:password2" for the operations pages (HTTP Basic).
+    operators: str = ""
     # Dramatiq. Its defaults return a killed worker's messages after 6.5 to 28 minutes
     # on this machine (shared/README.md); these bring that to about 15-20 s.
     queue_name: str = "exchanges"
@@ -166,6 +172,9 @@ class Settings:
             relay_metrics_port=_int(env, "RELAY_METRICS_PORT", 0),
             queue_name=env.get("QUEUE_NAME") or "exchanges",
             bank_url=env.get("BANK_URL") or "",
+            stuck_after_seconds=_float(env, "STUCK_AFTER_SECONDS", 120.0, minimum=1.0),
+            reconcile_interval_seconds=_float(env, "RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1),
+            operators=env.get("OPERATORS") or "",
             bank_connect_timeout_seconds=_float(env, "BANK_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.05),
             bank_read_timeout_seconds=_float(env, "BANK_READ_TIMEOUT_SECONDS", 5.0, minimum=0.05),
             step_lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0, minimum=0.5),

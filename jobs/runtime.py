@@ -15,6 +15,9 @@ from domain.fx import DEFAULT_USD_VALUES, TableRateProvider, parse_rate_table
 from services.workflow import Workflow, WorkflowConfig
 from settings import Settings
 
+#: Where the bank service listens when BANK_URL is not set (the Procfile's `bank:` default).
+DEFAULT_BANK_URL = "http://127.0.0.1:8100"
+
 _workflow: Workflow | None = None
 _lock = threading.Lock()
 
@@ -24,9 +27,7 @@ def build_workflow(settings: Settings, engine: Engine | None = None, bank_url: s
     rates = {**DEFAULT_USD_VALUES, **parse_rate_table(settings.fx_rates)}
     return Workflow(
         engine=engine,
-        bank=BankClient(bank_url or settings.bank_url or "http://127.0.0.1:8100",
-                        connect_timeout=settings.bank_connect_timeout_seconds,
-                        read_timeout=settings.bank_read_timeout_seconds),
+        bank=bank_client(settings, bank_url),
         rates=TableRateProvider(rates),
         config=WorkflowConfig(
             queue=settings.queue_name,
@@ -35,6 +36,12 @@ def build_workflow(settings: Settings, engine: Engine | None = None, bank_url: s
             credit_max_attempts=settings.credit_max_attempts,
         ),
     )
+
+
+def bank_client(settings: Settings, url: str | None = None) -> BankClient:
+    return BankClient(url or settings.bank_url or DEFAULT_BANK_URL,
+                      connect_timeout=settings.bank_connect_timeout_seconds,
+                      read_timeout=settings.bank_read_timeout_seconds)
 
 
 def configure(workflow: Workflow) -> None:

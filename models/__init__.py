@@ -5,6 +5,7 @@ from models.base import Base
 from models.exchange import Exchange, ExchangeEvent
 from models.ledger import LedgerEntry
 from models.outbox import OutboxMessage
+from models.reconciliation import ReconciliationFinding
 
 accounts = Account.__table__
 balances = Balance.__table__
@@ -12,6 +13,7 @@ exchanges = Exchange.__table__
 exchange_events = ExchangeEvent.__table__
 ledger_entries = LedgerEntry.__table__
 outbox_messages = OutboxMessage.__table__
+reconciliation_findings = ReconciliationFinding.__table__
 
 __all__ = [
     "Account",
@@ -23,10 +25,12 @@ __all__ = [
     "ExchangeEvent",
     "LedgerEntry",
     "OutboxMessage",
+    "ReconciliationFinding",
     "accounts",
     "balances",
     "exchange_events",
     "exchanges",
     "ledger_entries",
     "outbox_messages",
+    "reconciliation_findings",
 ]

@@ -24,6 +24,8 @@ class Exchange(Base):
         CheckConstraint("from_currency <> to_currency", name="currencies_differ"),
         Index("ix_exchanges_account_created", "account_id", "created_at"),
         Index("ix_exchanges_state_updated", "state", "updated_at"),
+        # The dashboard pages through all exchanges by last change.
+        Index("ix_exchanges_updated", "updated_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

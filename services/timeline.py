@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
-from models import exchange_events
+from models import exchange_events, outbox_messages
 from models.base import utcnow
 
 _INSERT = insert(exchange_events)
@@ -45,3 +46,57 @@ def record(
             "created_at": now or utcnow(),
         },
     )
+
+
+#: Outcomes that mean something went wrong, shown at the top of a timeline.
+TROUBLE_OUTCOMES = frozenset({"failed", "retrying", "lost_claim", "parked", "error", "rescued", "cancelled"})
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    step: str
+    attempt: int
+    outcome: str
+    state: str
+    error: str | None
+    worker: str | None
+    message_id: uuid.UUID | None
+    duration_ms: int | None
+    detail: dict[str, Any] | None
+    #: When the message that ran this step was published by the relay, if known.
+    message_published_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "step": self.step,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "state": self.state,
+            "error": self.error,
+            "worker": self.worker,
+            "message_id": None if self.message_id is None else str(self.message_id),
+            "message_published_at": None if self.message_published_at is None
+            else self.message_published_at.isoformat(),
+            "duration_ms": self.duration_ms,
+            "detail": self.detail,
+        }
+
+
+def load(conn: Connection, exchange_id: uuid.UUID) -> list[TimelineEntry]:
+    """Every event of one exchange, oldest first, joined to the outbox row of its message."""
+    e, o = exchange_events, outbox_messages
+    rows = conn.execute(
+        select(e.c.created_at, e.c.step, e.c.attempt, e.c.outcome, e.c.state, e.c.error, e.c.worker,
+               e.c.message_id, e.c.duration_ms, e.c.detail, o.c.published_at)
+        .outerjoin(o, o.c.id == e.c.message_id)
+        .where(e.c.exchange_id == exchange_id)
+        .order_by(e.c.id)
+    ).all()
+    return [TimelineEntry(*row) for row in rows]
+
+
+def first_trouble(entries: list[TimelineEntry]) -> TimelineEntry | None:
+    """The latest entry that went wrong: what an operator wants to read first."""
+    return next((entry for entry in reversed(entries) if entry.outcome in TROUBLE_OUTCOMES), None)

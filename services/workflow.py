@@ -132,11 +132,13 @@ def _claim(wf: Workflow, conn: Connection, d: Delivery, step: str, expected: Exc
 def _commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, t: Transition,
                        now: datetime, started: float) -> None:
     claims.advance(conn, held, t.target, now=now, last_error=t.error, **t.values)
+    detail = dict(t.detail or {})
     if t.next_actor:
-        enqueue(conn, actor=t.next_actor, payload={"exchange_id": str(d.exchange_id)}, queue=wf.config.queue,
-                now=now)
+        next_id = enqueue(conn, actor=t.next_actor, payload={"exchange_id": str(d.exchange_id)},
+                          queue=wf.config.queue, now=now)
+        detail["next_message_id"] = str(next_id)
     timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
-                    worker=d.worker, message_id=d.message_id, error=t.error, detail=t.detail,
+                    worker=d.worker, message_id=d.message_id, error=t.error, detail=detail or None,
                     duration_ms=int((time.monotonic() - started) * 1000), now=now)
 
 

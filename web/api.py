@@ -14,7 +14,7 @@ from domain.currencies import minor_unit
 from domain.money import quantize
 from errors import MalformedRequest, ValidationFailed
 from observability import current_trace_headers
-from services import accounts, exchanges
+from services import accounts, exchanges, timeline
 from settings import Settings
 from web.schemas import ExchangeRequestSchema
 
@@ -122,6 +122,24 @@ def get_exchange(exchange_id: uuid.UUID) -> Response:
         last_error=row.last_error,
         created_at=row.created_at.isoformat(),
         updated_at=row.updated_at.isoformat(),
+    )
+
+
+@bp.get("/exchanges/<uuid:exchange_id>/timeline")
+def get_timeline(exchange_id: uuid.UUID) -> Response:
+    """Every step, attempt, outcome and error of one exchange; the latest trouble first."""
+    row = exchanges.get_exchange(_engine(), exchange_id)
+    with _engine().connect() as conn:
+        entries = timeline.load(conn, exchange_id)
+    trouble = timeline.first_trouble(entries)
+    return jsonify(
+        id=str(row.id),
+        state=row.state,
+        step=row.step,
+        attempt=row.attempt,
+        last_error=row.last_error,
+        trouble=None if trouble is None else trouble.as_json(),
+        events=[entry.as_json() for entry in entries],
     )
 
 

@@ -1,0 +1,102 @@
+"""Operations pages (server-rendered, operator-only): dashboard, exchange timelines, recovery."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request, url_for
+
+from errors import ExchangeServiceError, UnknownExchange
+from models.base import utcnow
+from outbox import store
+from services import dead_letters, operations, timeline
+from services.exchanges import get_exchange
+from settings import Settings
+from web.auth import operator_required
+from web.csrf import check_csrf
+
+bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates")
+api_bp = Blueprint("ops_api", __name__, url_prefix="/api/ops")
+
+ACTIONS = ("retry", "cancel", "compensate")
+
+
+def _settings() -> Settings:
+    return current_app.extensions["fx.settings"]
+
+
+def _engine() -> Any:
+    return current_app.extensions["fx.engine"]
+
+
+def run_action(exchange_id: uuid.UUID, action: str, operator: str) -> str:
+    settings, engine = _settings(), _engine()
+    if action == "retry":
+        return operations.retry_step(engine, exchange_id, operator, queue=settings.queue_name)
+    if action == "cancel":
+        return operations.cancel(engine, exchange_id, operator, queue=settings.queue_name)
+    if action == "compensate":
+        return operations.force_compensation(engine, current_app.extensions["fx.bank"], exchange_id, operator,
+                                             queue=settings.queue_name)
+    raise UnknownExchange(f"No action {action!r}; use one of {', '.join(ACTIONS)}.")
+
+
+@bp.get("/")
+@operator_required
+def dashboard() -> str:
+    settings, now = _settings(), utcnow()
+    states = [s for s in request.args.getlist("state") if s]
+    before = None
+    if request.args.get("before"):
+        stamp, _, last_id = request.args["before"].partition("|")
+        try:
+            before = (datetime.fromisoformat(stamp), uuid.UUID(last_id))
+        except ValueError:
+            before = None
+    with _engine().connect() as conn:
+        counts = operations.counts_by_state(conn)
+        stuck = operations.stuck(conn, older_than=timedelta(seconds=settings.stuck_after_seconds), now=now)
+        parked = operations.page(conn, states=["needs_attention"], limit=20)
+        failures = operations.page(conn, states=["failed", "refunded"], limit=20)
+        rows = operations.page(conn, states=states or None, before=before)
+        findings = operations.open_findings(conn)
+        outbox = store.stats(conn, now=now)
+    dead_total, dead = (0, [])
+    if settings.broker_url.startswith("redis"):
+        dead_total, dead = dead_letters.from_redis(settings.broker_url, settings.queue_name)
+    next_cursor = f"{rows[-1].updated_at.isoformat()}|{rows[-1].id}" if len(rows) == operations.PAGE_SIZE else None
+    return render_template(
+        "ops/dashboard.html", counts=counts, stuck=stuck, parked=parked, failures=failures, rows=rows,
+        findings=findings, outbox=outbox, dead_total=dead_total, dead=dead, states=states, next_cursor=next_cursor,
+        stuck_after=settings.stuck_after_seconds, now=now, operator=g.operator,
+    )
+
+
+@bp.get("/exchanges/<uuid:exchange_id>")
+@operator_required
+def exchange_page(exchange_id: uuid.UUID) -> str:
+    exchange = get_exchange(_engine(), exchange_id)
+    with _engine().connect() as conn:
+        entries = timeline.load(conn, exchange_id)
+    return render_template("ops/exchange.html", exchange=exchange, entries=entries,
+                           trouble=timeline.first_trouble(entries), actions=ACTIONS, operator=g.operator)
+
+
+@bp.post("/exchanges/<uuid:exchange_id>/actions/<action>")
+@operator_required
+def exchange_action(exchange_id: uuid.UUID, action: str) -> Response:
+    check_csrf()
+    try:
+        flash(run_action(exchange_id, action, g.operator), "ok")
+    except ExchangeServiceError as refusal:
+        flash(refusal.message, "refused")
+    return redirect(url_for("ops.exchange_page", exchange_id=exchange_id))  # type: ignore[return-value]
+
+
+@api_bp.post("/exchanges/<uuid:exchange_id>/actions/<action>")
+@operator_required
+def exchange_action_api(exchange_id: uuid.UUID, action: str) -> tuple[Response, int]:
+    result = run_action(exchange_id, action, g.operator)
+    return jsonify(exchange_id=str(exchange_id), action=action, result=result, operator=g.operator), 202
