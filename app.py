@@ -11,7 +11,7 @@ import observability
 from database import make_engine
 from jobs.runtime import bank_client
 from settings import Settings
-from web import api, errors, ops
+from web import api, errors, metrics, ops
 from web.csrf import csrf_token
 
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(ops.api_bp)
+    app.register_blueprint(metrics.bp)
     commands.register(app)
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 import click
@@ -100,6 +101,29 @@ def register(app: Flask) -> None:
         click.echo(f"failing (last_error):   {s.failing}")
         click.echo(f"oldest unpublished age: {age}")
         click.echo(f"published last minute:  {s.published_last_minute}")
+
+    @app.cli.group("reconcile")
+    def reconcile_group() -> None:
+        """The reconciler: re-enqueue stuck exchanges, compare our ledger with the bank."""
+
+    @reconcile_group.command("once")
+    def reconcile_once_command() -> None:
+        """One pass; prints what was re-enqueued and every ledger/bank mismatch."""
+        from services.reconciler import reconcile_once
+
+        settings = _settings()
+        report = reconcile_once(_engine(), current_app.extensions["fx.bank"],
+                                stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+                                queue=settings.queue_name)
+        for line in report.lines():
+            click.echo(line)
+
+    @reconcile_group.command("run")
+    def reconcile_run() -> None:
+        """Run the reconciler daemon until SIGTERM/SIGINT (the Procfile's `reconciler:`)."""
+        from services.reconciler import run_daemon
+
+        run_daemon(_settings(), _engine(), current_app.extensions["fx.bank"])
 
     @app.cli.command("serve")
     @click.option("--host", default="127.0.0.1", show_default=True)

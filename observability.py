@@ -1,14 +1,24 @@
-"""Logging and Sentry. Without SENTRY_DSN nothing is sent and nothing breaks."""
+"""Logging and Sentry. Without SENTRY_DSN nothing is sent and nothing breaks.
+
+One trace spans web -> relay -> worker: the web request's trace headers are stored on
+the outbox row, the relay publishes each message inside a transaction that continues
+them, and Sentry's Dramatiq integration in the worker continues them again from the
+message's `_sentry_headers` option.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import sentry_sdk
 
 from settings import Settings
 
-_sentry_enabled = False
+#: The message option Sentry's Dramatiq integration reads trace headers from.
+SENTRY_HEADERS_OPTION = "_sentry_headers"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -18,28 +28,33 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
-def init_sentry(settings: Settings, *, component: str) -> None:
-    global _sentry_enabled
-    if not settings.sentry_dsn or _sentry_enabled:
-        return
-    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+def init_sentry(settings: Settings, *, component: str, dramatiq: bool = False, **options: Any) -> bool:
+    """Start Sentry for this process; `dramatiq` only in workers (it hooks every broker)."""
+    if not settings.sentry_dsn or sentry_sdk.get_client().is_active():
+        return False
     from sentry_sdk.integrations.flask import FlaskIntegration
     from sentry_sdk.integrations.sqlalchemy import SqlalchemyIntegration
 
+    integrations: list[Any] = [FlaskIntegration(), SqlalchemyIntegration()]
+    if dramatiq:
+        from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+
+        integrations.append(DramatiqIntegration())
     sentry_sdk.init(
         dsn=settings.sentry_dsn,
         environment=settings.environment,
-        integrations=[FlaskIntegration(), SqlalchemyIntegration(), DramatiqIntegration()],
-        traces_sample_rate=1.0,
+        integrations=integrations,
+        traces_sample_rate=settings.sentry_traces_sample_rate,
         send_default_pii=False,
+        **options,
     )
     sentry_sdk.set_tag("component", component)
-    _sentry_enabled = True
+    return True
 
 
 def current_trace_headers() -> dict[str, str] | None:
     """The current trace's propagation headers, stored on outbox rows so the worker continues it."""
-    if not _sentry_enabled:
+    if not sentry_sdk.get_client().is_active():
         return None
     headers: dict[str, str] = {}
     traceparent = sentry_sdk.get_traceparent()
@@ -49,3 +64,14 @@ def current_trace_headers() -> dict[str, str] | None:
     if baggage:
         headers["baggage"] = baggage
     return headers or None
+
+
+@contextlib.contextmanager
+def continued_trace(headers: dict[str, str] | None, name: str) -> Iterator[None]:
+    """Run the block in a transaction that continues `headers`' trace (a no-op without Sentry)."""
+    if not headers or not sentry_sdk.get_client().is_active():
+        yield
+        return
+    transaction = sentry_sdk.continue_trace(headers, op="outbox.publish", name=name)
+    with sentry_sdk.start_transaction(transaction):
+        yield

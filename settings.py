@@ -59,6 +59,7 @@ class Settings:
     #: Empty means the embedded in-process broker (StubBroker plus an in-process worker).
     broker_url: str = ""
     sentry_dsn: str = ""
+    sentry_traces_sample_rate: float = 0.1
     environment: str = "development"
     log_level: str = "INFO"
     secret_key: str = "dev-only-not-secret"
@@ -77,6 +78,8 @@ class Settings:
     relay_coalesce_ms: int = 0
     #: Serve Prometheus metrics on this port from the relay process (0: off).
     relay_metrics_port: int = 0
+    #: Serve Dramatiq's Prometheus metrics from worker processes on this port (0: off).
+    worker_metrics_port: int = 0
     # Workflow
     bank_url: str = ""
     bank_connect_timeout_seconds: float = 2.0
@@ -155,6 +158,7 @@ class Settings:
             database_url=database_url,
             broker_url=broker_url,
             sentry_dsn=env.get("SENTRY_DSN") or "",
+            sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.1),
             environment=environment,
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             secret_key=secret_key,
@@ -170,6 +174,7 @@ class Settings:
             relay_max_backoff_seconds=_float(env, "RELAY_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
             relay_coalesce_ms=_int(env, "RELAY_COALESCE_MS", 0),
             relay_metrics_port=_int(env, "RELAY_METRICS_PORT", 0),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 0),
             queue_name=env.get("QUEUE_NAME") or "exchanges",
             bank_url=env.get("BANK_URL") or "",
             stuck_after_seconds=_float(env, "STUCK_AFTER_SECONDS", 120.0, minimum=1.0),

@@ -11,6 +11,7 @@ import logging
 import uuid
 
 import dramatiq
+import sentry_sdk
 from dramatiq.middleware import CurrentMessage
 
 from jobs import runtime
@@ -26,6 +27,8 @@ def _declare(actor_name: str) -> dramatiq.Actor:
     step = STEPS[actor_name]
 
     def run(exchange_id: str) -> None:
+        sentry_sdk.set_tag("exchange_id", exchange_id)
+        sentry_sdk.set_tag("step", actor_name)
         message = CurrentMessage.get_current_message()
         delivery = Delivery(
             exchange_id=uuid.UUID(exchange_id),

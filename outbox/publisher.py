@@ -9,10 +9,12 @@ import dramatiq
 import redis
 from dramatiq import Message
 
+from observability import SENTRY_HEADERS_OPTION, continued_trace
 from outbox.store import OutboxRow
 
-#: Where the trace headers of the writing request travel inside the message.
-TRACE_OPTION = "trace_headers"
+#: Where the trace headers of the writing request travel inside the message: the option
+#: Sentry's Dramatiq integration continues the trace from in the worker.
+TRACE_OPTION = SENTRY_HEADERS_OPTION
 
 
 class PublishError(Exception):
@@ -49,7 +51,8 @@ class BrokerPublisher:
     def publish(self, rows: Sequence[OutboxRow]) -> None:
         try:
             for row in rows:
-                self.broker.enqueue(to_message(row))
+                with continued_trace(row.trace_headers, f"publish {row.actor}"):
+                    self.broker.enqueue(to_message(row))
         except Exception as error:
             raise PublishError(f"{type(error).__name__}: {error}") from error
 
@@ -83,7 +86,8 @@ class RedisPipelinePublisher:
                 self._direct._max_unpack_size()
                 self._primed = True
             for row in rows:
-                self.broker.enqueue(to_message(row))
+                with continued_trace(row.trace_headers, f"publish {row.actor}"):
+                    self.broker.enqueue(to_message(row))
             self.pipeline.execute()
         except redis.RedisError as error:
             raise PublishError(f"{type(error).__name__}: {error}") from error

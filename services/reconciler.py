@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import FrameType
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,6 +28,7 @@ from models.base import utcnow
 from outbox.writer import enqueue
 from services import timeline
 from services.operations import NEXT_ACTOR, OPEN_STATES
+from settings import Settings
 
 log = logging.getLogger("reconciler")
 
@@ -144,3 +148,24 @@ def reconcile_once(engine: Engine, bank: BankClient | None, *, stuck_after: time
     for line in report.lines():
         log.info("%s", line)
     return report
+
+
+def run_daemon(settings: Settings, engine: Engine, bank: BankClient) -> None:
+    """A pass every RECONCILE_INTERVAL_SECONDS until SIGTERM or SIGINT."""
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("reconciler started: stuck after %.0fs, every %.0fs",
+             settings.stuck_after_seconds, settings.reconcile_interval_seconds)
+    while not stopping.is_set():
+        try:
+            reconcile_once(engine, bank, stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+                           queue=settings.queue_name)
+        except Exception:  # a failed pass is retried at the next interval
+            log.exception("reconciliation pass failed")
+        stopping.wait(settings.reconcile_interval_seconds)
+    log.info("reconciler stopped")
