@@ -54,8 +54,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 Money = Numeric(20, STORAGE_SCALE, asdecimal=True)
 #: Exchange rates carry more precision than amounts.
 Rate = Numeric(20, 10, asdecimal=True)
-#: JSONB on PostgreSQL, JSON text elsewhere.
-JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+#: JSONB on PostgreSQL, JSON text elsewhere; Python None is stored as SQL NULL.
+JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 #: SQLite only auto-increments INTEGER PRIMARY KEY columns.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, Uuid, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from models import outbox_messages as t
 
@@ -54,15 +55,22 @@ def claim_batch(conn: Connection, *, limit: int, now: datetime) -> list[OutboxRo
     return [OutboxRow(*row) for row in conn.execute(query)]
 
 
+def _ids_match(conn: Connection, ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        # One array parameter: the same prepared statement whatever the batch size.
+        return t.c.id == any_(bindparam("ids", value=list(ids), type_=ARRAY(Uuid)))
+    return t.c.id.in_(ids)
+
+
 def mark_published(conn: Connection, ids: Sequence[uuid.UUID], *, now: datetime) -> None:
     conn.execute(
-        update(t).where(t.c.id.in_(ids)).values(published_at=now, attempts=t.c.attempts + 1, last_error=None)
+        update(t).where(_ids_match(conn, ids)).values(published_at=now, attempts=t.c.attempts + 1, last_error=None)
     )
 
 
 def record_failure(conn: Connection, ids: Sequence[uuid.UUID], *, error: str) -> None:
     """Keep the rows unpublished and say why; the relay retries them after its backoff."""
-    conn.execute(update(t).where(t.c.id.in_(ids)).values(attempts=t.c.attempts + 1, last_error=error[:2000]))
+    conn.execute(update(t).where(_ids_match(conn, ids)).values(attempts=t.c.attempts + 1, last_error=error[:2000]))
 
 
 def purge_published(conn: Connection, *, older_than: datetime, limit: int) -> int:

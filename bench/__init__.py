@@ -1,0 +1,1 @@
+"""Benchmarks run by hand or from the Makefile (`make bench-relay`); not part of the test suite."""
