@@ -241,6 +241,9 @@ class CountingWaiter:
         self.wakeups += woken
         return woken
 
+    def prepare(self) -> None:
+        self.inner.prepare()
+
     def interrupt(self) -> None:
         self.inner.interrupt()
 
