@@ -94,6 +94,12 @@ class Settings:
     reconcile_interval_seconds: float = 30.0
     #: "name:password,name2:password2" for the operations pages (HTTP Basic).
     operators: str = ""
+    #: Refuse the open local-operator fallback even outside production.
+    operator_keys_only: bool = False
+    #: Requests per API key (or client address) on the JSON API, Flask-Limiter syntax.
+    api_rate_limit: str = "600 per minute"
+    #: Where the rate limiter counts: memory:// (per process) or redis://... (shared).
+    rate_limit_storage_url: str = "memory://"
     # Dramatiq. Its defaults return a killed worker's messages after 6.5 to 28 minutes
     # on this machine (shared/README.md); these bring that to about 15-20 s.
     queue_name: str = "exchanges"
@@ -180,6 +186,9 @@ class Settings:
             stuck_after_seconds=_float(env, "STUCK_AFTER_SECONDS", 120.0, minimum=1.0),
             reconcile_interval_seconds=_float(env, "RECONCILE_INTERVAL_SECONDS", 30.0, minimum=0.1),
             operators=env.get("OPERATORS") or "",
+            operator_keys_only=(env.get("OPERATOR_KEYS_ONLY") or "").lower() in {"1", "true", "yes"},
+            api_rate_limit=env.get("API_RATE_LIMIT") or "600 per minute",
+            rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or "memory://",
             bank_connect_timeout_seconds=_float(env, "BANK_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.05),
             bank_read_timeout_seconds=_float(env, "BANK_READ_TIMEOUT_SECONDS", 5.0, minimum=0.05),
             step_lease_seconds=_float(env, "STEP_LEASE_SECONDS", 30.0, minimum=0.5),

@@ -2,12 +2,15 @@
 
 from models.account import Account, AccountKind, AccountStatus, Balance
 from models.base import Base
+from models.customer import ApiKey, Customer
 from models.exchange import Exchange, ExchangeEvent
 from models.ledger import LedgerEntry
 from models.outbox import OutboxMessage
 from models.reconciliation import ReconciliationFinding
 
 accounts = Account.__table__
+api_keys = ApiKey.__table__
+customers = Customer.__table__
 balances = Balance.__table__
 exchanges = Exchange.__table__
 exchange_events = ExchangeEvent.__table__
@@ -17,6 +20,8 @@ reconciliation_findings = ReconciliationFinding.__table__
 
 __all__ = [
     "Account",
+    "ApiKey",
+    "Customer",
     "AccountKind",
     "AccountStatus",
     "Balance",
@@ -27,6 +32,8 @@ __all__ = [
     "OutboxMessage",
     "ReconciliationFinding",
     "accounts",
+    "api_keys",
+    "customers",
     "balances",
     "exchange_events",
     "exchanges",

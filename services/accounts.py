@@ -32,14 +32,22 @@ class AccountView:
     balances: tuple[BalanceView, ...]
 
 
-def open_account(engine: Engine, owner: str, funding: dict[str, Decimal]) -> uuid.UUID:
-    """Create a customer account funded from the house account, as balanced postings."""
+def open_account(engine: Engine, owner: str, funding: dict[str, Decimal],
+                 customer_id: uuid.UUID | None = None) -> uuid.UUID:
+    """Create a customer account funded from the house account, as balanced postings.
+
+    Without `customer_id`, a customer named `owner` is created to own it.
+    """
+    if customer_id is None:
+        from services.credentials import create_customer
+
+        customer_id = create_customer(engine, owner)
     account_id = uuid.uuid4()
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
             insert(accounts),
-            {"id": account_id, "owner": owner, "kind": AccountKind.CUSTOMER,
+            {"id": account_id, "owner": owner, "customer_id": customer_id, "kind": AccountKind.CUSTOMER,
              "status": AccountStatus.ACTIVE, "created_at": now},
         )
         for currency, amount in sorted(funding.items()):
@@ -62,13 +70,14 @@ def open_account(engine: Engine, owner: str, funding: dict[str, Decimal]) -> uui
     return account_id
 
 
-def get_account(engine: Engine, account_id: uuid.UUID) -> AccountView:
+def get_account(engine: Engine, account_id: uuid.UUID, customer_id: uuid.UUID | None = None) -> AccountView:
+    """The account and its balances; with `customer_id`, only if that customer owns it."""
+    query = select(accounts.c.id, accounts.c.owner, accounts.c.status).where(
+        accounts.c.id == account_id, accounts.c.kind == AccountKind.CUSTOMER)
+    if customer_id is not None:
+        query = query.where(accounts.c.customer_id == customer_id)
     with engine.connect() as conn:
-        account = conn.execute(
-            select(accounts.c.id, accounts.c.owner, accounts.c.status).where(
-                accounts.c.id == account_id, accounts.c.kind == AccountKind.CUSTOMER
-            )
-        ).first()
+        account = conn.execute(query).first()
         if account is None:
             raise UnknownAccount("No such account.")
         rows = conn.execute(
@@ -82,3 +91,10 @@ def get_account(engine: Engine, account_id: uuid.UUID) -> AccountView:
         status=account.status,
         balances=tuple(BalanceView(r.currency, r.available, r.held) for r in rows),
     )
+
+
+def accounts_of(engine: Engine, customer_id: uuid.UUID) -> list[AccountView]:
+    with engine.connect() as conn:
+        ids = conn.execute(select(accounts.c.id).where(accounts.c.customer_id == customer_id)
+                           .order_by(accounts.c.created_at)).scalars().all()
+    return [get_account(engine, account_id) for account_id in ids]

@@ -59,28 +59,31 @@ def create_exchange(
     queue: str,
     idempotency_key: str | None = None,
     trace_headers: dict[str, str] | None = None,
+    owner: uuid.UUID | None = None,
 ) -> Accepted:
     """Accept an exchange: idempotent per (account, key); all or nothing.
 
     Holds the amount on the source balance, inserts the exchange, its first outbox
     message and its first timeline event in one transaction. Raises UnknownAccount,
     AccountInactive, InsufficientFunds or IdempotencyKeyReused having written nothing.
+    With `owner`, an account of another customer is an UnknownAccount (the checks ride
+    in the same statements, so they cost no extra round trip).
     """
     fingerprint = request.fingerprint() if idempotency_key else None
     try:
         with engine.begin() as conn:
             if idempotency_key:
-                earlier = _find_by_key(conn, request.account_id, idempotency_key)
+                earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
                 if earlier is not None:
                     return _replay(earlier, fingerprint)
-            return _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers)
+            return _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers, owner)
     except IntegrityError:
         # Two requests with one key raced; the unique constraint let one win. Answer
         # this one as a replay of the winner (or as a reuse of its key).
         if not idempotency_key:
             raise
         with engine.connect() as conn:
-            earlier = _find_by_key(conn, request.account_id, idempotency_key)
+            earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
         if earlier is None:
             raise
         return _replay(earlier, fingerprint)
@@ -93,6 +96,7 @@ def _accept(
     idempotency_key: str | None,
     fingerprint: str | None,
     trace_headers: dict[str, str] | None,
+    owner: uuid.UUID | None,
 ) -> Accepted:
     now = utcnow()
     # One conditional UPDATE locks the balance row, checks the funds and moves the
@@ -108,6 +112,7 @@ def _accept(
                 accounts.c.id == request.account_id,
                 accounts.c.kind == AccountKind.CUSTOMER,
                 accounts.c.status == AccountStatus.ACTIVE,
+                *_owned_by(owner),
             ),
         )
         .values(
@@ -121,10 +126,10 @@ def _accept(
             # A request with this key may have committed while this one waited for the
             # balance row lock and taken the money: it is our replay, not a refusal. (This
             # statement reads what committed since; READ COMMITTED takes a fresh snapshot.)
-            earlier = _find_by_key(conn, request.account_id, idempotency_key)
+            earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
             if earlier is not None:
                 return _replay(earlier, fingerprint)
-        raise _refusal(conn, request)
+        raise _refusal(conn, request, owner)
 
     exchange_id = uuid.uuid4()
     conn.execute(
@@ -176,12 +181,17 @@ def _accept(
     )
 
 
-def _refusal(conn: Connection, request: ExchangeRequest) -> Exception:
+def _owned_by(owner: uuid.UUID | None) -> list[Any]:
+    return [] if owner is None else [accounts.c.customer_id == owner]
+
+
+def _refusal(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None) -> Exception:
     """Say why the hold failed; runs only on the unhappy path."""
     account = conn.execute(
-        select(accounts.c.kind, accounts.c.status).where(accounts.c.id == request.account_id)
+        select(accounts.c.kind, accounts.c.status, accounts.c.customer_id).where(accounts.c.id == request.account_id)
     ).first()
-    if account is None or account.kind != AccountKind.CUSTOMER:
+    # Another customer's account is answered exactly like one that does not exist.
+    if account is None or account.kind != AccountKind.CUSTOMER or (owner is not None and account.customer_id != owner):
         return UnknownAccount("No such account.", fields={"account": ["No such account."]})
     if account.status != AccountStatus.ACTIVE:
         reason = f"Account is {account.status}."
@@ -193,8 +203,8 @@ def _refusal(conn: Connection, request: ExchangeRequest) -> Exception:
     )
 
 
-def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str) -> Any:
-    return conn.execute(
+def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str, owner: uuid.UUID | None) -> Any:
+    query = (
         select(
             exchanges.c.id,
             exchanges.c.account_id,
@@ -204,7 +214,10 @@ def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str) -> Any:
             exchanges.c.created_at,
             exchanges.c.request_fingerprint,
         ).where(exchanges.c.account_id == account_id, exchanges.c.idempotency_key == key)
-    ).first()
+    )
+    if owner is not None:
+        query = query.join(accounts, accounts.c.id == exchanges.c.account_id).where(*_owned_by(owner))
+    return conn.execute(query).first()
 
 
 def _replay(row: Any, fingerprint: str | None) -> Accepted:
@@ -224,9 +237,13 @@ def _replay(row: Any, fingerprint: str | None) -> Accepted:
     )
 
 
-def get_exchange(engine: Engine, exchange_id: uuid.UUID) -> Any:
+def get_exchange(engine: Engine, exchange_id: uuid.UUID, owner: uuid.UUID | None = None) -> Any:
+    """The exchange's row; with `owner`, only if that customer owns its account."""
+    query = select(exchanges).where(exchanges.c.id == exchange_id)
+    if owner is not None:
+        query = query.join(accounts, accounts.c.id == exchanges.c.account_id).where(*_owned_by(owner))
     with engine.connect() as conn:
-        row = conn.execute(select(exchanges).where(exchanges.c.id == exchange_id)).first()
+        row = conn.execute(query).first()
     if row is None:
         raise UnknownExchange("No such exchange.")
     return row

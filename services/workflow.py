@@ -28,6 +28,7 @@ from domain.states import TERMINAL_STATES, ExchangeState
 from jobs import messages
 from models import exchanges
 from models.base import utcnow
+from observability import current_trace_headers
 from outbox.failpoints import failpoint
 from outbox.writer import enqueue
 from services import claims, ledger, timeline
@@ -134,8 +135,9 @@ def _commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim,
     claims.advance(conn, held, t.target, now=now, last_error=t.error, **t.values)
     detail = dict(t.detail or {})
     if t.next_actor:
+        # The next step continues this step's trace, so one trace follows the exchange.
         next_id = enqueue(conn, actor=t.next_actor, payload={"exchange_id": str(d.exchange_id)},
-                          queue=wf.config.queue, now=now)
+                          queue=wf.config.queue, trace_headers=current_trace_headers(), now=now)
         detail["next_message_id"] = str(next_id)
     timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
                     worker=d.worker, message_id=d.message_id, error=t.error, detail=detail or None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from app import create_app
 from database import make_engine
 from models import Base
 from services.accounts import HOUSE_ACCOUNT_ID, open_account
+from services.credentials import Role, create_customer, issue_api_key
 from settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -118,11 +120,36 @@ def app(engine: Engine) -> Flask:
     return application
 
 
+@dataclass(frozen=True)
+class ApiCustomer:
+    id: uuid.UUID
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
+def customer(engine: Engine) -> ApiCustomer:
+    """A customer with an API key; `client` calls the API as this customer."""
+    customer_id = create_customer(engine, "Test Customer", email="test@example.com", password="test-password")
+    return ApiCustomer(customer_id, issue_api_key(engine, role=Role.CUSTOMER, label="tests", customer_id=customer_id))
+
+
+@pytest.fixture
+def client(app: Flask, customer: ApiCustomer) -> FlaskClient:
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = customer.headers["Authorization"]
+    return client
+
+
+@pytest.fixture
+def anonymous_client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
 @pytest.fixture
-def funded_account(engine: Engine) -> uuid.UUID:
-    return open_account(engine, "Test Customer", {"CAD": Decimal("1000.00"), "USD": Decimal("50.00")})
+def funded_account(engine: Engine, customer: ApiCustomer) -> uuid.UUID:
+    return open_account(engine, "Test Customer", {"CAD": Decimal("1000.00"), "USD": Decimal("50.00")},
+                        customer_id=customer.id)

@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 
 from models import balances, exchange_events, exchanges, outbox_messages
 from services.accounts import open_account
+from tests.conftest import ApiCustomer
 
 #: A generous bound on one request, so a deadlock fails the test instead of hanging it.
 REQUEST_TIMEOUT_SECONDS = 60
@@ -42,17 +43,19 @@ def serving(app: Flask) -> Iterator[tuple[str, int]]:
         thread.join()
 
 
-def post_json(address: tuple[str, int], path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def post_json(address: tuple[str, int], path: str, body: dict[str, Any],
+              headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
     connection = http.client.HTTPConnection(*address, timeout=REQUEST_TIMEOUT_SECONDS)
     try:
-        connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", **headers})
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
         connection.close()
 
 
-def race(address: tuple[str, int], bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+def race(address: tuple[str, int], bodies: list[dict[str, Any]],
+         headers: dict[str, str]) -> list[tuple[int, dict[str, Any]]]:
     """POST every body from its own thread, all released at once; answers in body order."""
     barrier = threading.Barrier(len(bodies))
     answers: list[Any] = [None] * len(bodies)
@@ -60,7 +63,7 @@ def race(address: tuple[str, int], bodies: list[dict[str, Any]]) -> list[tuple[i
     def send(index: int) -> None:
         barrier.wait()
         try:
-            answers[index] = post_json(address, "/api/exchanges", bodies[index])
+            answers[index] = post_json(address, "/api/exchanges", bodies[index], headers)
         except Exception as error:  # recorded, so the assertion names it
             answers[index] = error
 
@@ -139,46 +142,51 @@ def assert_no_overdraft(
 @pytest.mark.postgres
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_fifty_parallel_requests_never_hold_more_than_the_balance_on_postgresql(
-    app: Flask, pg_engine: Engine
+    app: Flask, pg_engine: Engine, customer: ApiCustomer
 ) -> None:
     initial, amount, requests = Decimal("1000.00"), Decimal("37.00"), 50
-    account = open_account(pg_engine, "Racer", {"CAD": initial})
+    account = open_account(pg_engine, "Racer", {"CAD": initial}, customer_id=customer.id)
     body = {"account": str(account), "from_currency": "CAD", "to_currency": "USD", "amount": str(amount)}
 
     with serving(app) as address, lowest_available(pg_engine, account, "CAD") as seen:
-        answers = race(address, [body] * requests)
+        answers = race(address, [body] * requests, customer.headers)
 
     assert_no_overdraft(pg_engine, account, answers, initial, amount)
     assert seen and min(seen) >= 0
 
 
 @pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
-def test_ten_parallel_requests_never_hold_more_than_the_balance_on_sqlite(app: Flask, sqlite_engine: Engine) -> None:
+def test_ten_parallel_requests_never_hold_more_than_the_balance_on_sqlite(
+    app: Flask, sqlite_engine: Engine, customer: ApiCustomer
+) -> None:
     # No balance watcher here: every SQLite transaction begins IMMEDIATE, so a polling
     # reader would only compete with the writers for the one write lock.
     initial, amount, requests = Decimal("1000.00"), Decimal("150.00"), 10
-    account = open_account(sqlite_engine, "Racer", {"CAD": initial})
+    account = open_account(sqlite_engine, "Racer", {"CAD": initial}, customer_id=customer.id)
     body = {"account": str(account), "from_currency": "CAD", "to_currency": "USD", "amount": str(amount)}
 
     with serving(app) as address:
-        answers = race(address, [body] * requests)
+        answers = race(address, [body] * requests, customer.headers)
 
     assert_no_overdraft(sqlite_engine, account, answers, initial, amount)
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
-def test_parallel_requests_on_different_accounts_do_not_refuse_each_other(app: Flask, pg_engine: Engine) -> None:
+def test_parallel_requests_on_different_accounts_do_not_refuse_each_other(
+    app: Flask, pg_engine: Engine, customer: ApiCustomer
+) -> None:
     # Each account can afford its own request: any refusal would be a locking bug
     # (a lock wider than the one balance row), not a lack of money.
-    accounts = [open_account(pg_engine, f"Customer {i}", {"CAD": Decimal("50.00")}) for i in range(20)]
+    accounts = [open_account(pg_engine, f"Customer {i}", {"CAD": Decimal("50.00")}, customer_id=customer.id)
+                for i in range(20)]
     bodies = [
         {"account": str(account), "from_currency": "CAD", "to_currency": "USD", "amount": "50.00"}
         for account in accounts
     ]
 
     with serving(app) as address:
-        answers = race(address, bodies)
+        answers = race(address, bodies, customer.headers)
 
     assert [status for status, _ in answers] == [202] * len(accounts)
     assert [body["account"] for _, body in answers] == [str(account) for account in accounts]

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, func, select
 
 from models import balances, exchange_events, exchanges, ledger_entries, outbox_messages
 from services.accounts import open_account
+from tests.conftest import ApiCustomer
 
 
 def exchange_body(account: uuid.UUID, amount: str = "100.00", to_currency: str = "USD") -> dict[str, str]:
@@ -107,9 +108,9 @@ def test_same_key_with_another_body_is_refused_and_writes_nothing(
 
 
 def test_the_same_key_on_two_accounts_makes_two_independent_exchanges(
-    client: FlaskClient, engine: Engine, funded_account: uuid.UUID
+    client: FlaskClient, engine: Engine, funded_account: uuid.UUID, customer: ApiCustomer
 ) -> None:
-    other = open_account(engine, "Other Customer", {"CAD": Decimal("500.00")})
+    other = open_account(engine, "Second Account", {"CAD": Decimal("500.00")}, customer_id=customer.id)
 
     mine = post(client, exchange_body(funded_account, "100.00"), "shared-key")
     theirs = post(client, exchange_body(other, "200.00"), "shared-key")
@@ -144,13 +145,14 @@ def test_a_refused_request_does_not_use_up_its_key(
     assert "Idempotent-Replayed" not in accepted.headers
 
 
-def race(app: Flask, requests: list[tuple[dict[str, str], str]]) -> list[Any]:
+def race(app: Flask, requests: list[tuple[dict[str, str], str]], customer: ApiCustomer) -> list[Any]:
     """Send each (body, key) from its own thread and test client, all released at once."""
     barrier = threading.Barrier(len(requests))
     answers: list[Any] = [None] * len(requests)
 
     def send(index: int) -> None:
         client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = customer.headers["Authorization"]
         body, key = requests[index]
         barrier.wait()
         try:
@@ -186,10 +188,10 @@ RACE_AMOUNT = "600.00"
 )
 def test_twenty_racing_requests_with_one_key_make_exactly_one_exchange(
     app: Flask, pg_engine: Engine, funded_account: uuid.UUID, amount: str
-) -> None:
+, customer: ApiCustomer) -> None:
     body = exchange_body(funded_account, amount)
 
-    answers = race(app, [(body, "race-key")] * 20)
+    answers = race(app, [(body, "race-key")] * 20, customer)
 
     assert [status for status, _, _ in answers] == [202] * 20, [a[1] for a in answers if a[0] != 202]
     assert len({payload["id"] for _, payload, _ in answers}) == 1
@@ -203,11 +205,11 @@ def test_twenty_racing_requests_with_one_key_make_exactly_one_exchange(
 @pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_racing_requests_with_one_key_and_two_bodies_let_exactly_one_body_win(
     app: Flask, pg_engine: Engine, funded_account: uuid.UUID
-) -> None:
+, customer: ApiCustomer) -> None:
     bodies = [exchange_body(funded_account, RACE_AMOUNT), exchange_body(funded_account, "700.00")]
     requests = [(bodies[i % 2], "contested-key") for i in range(20)]
 
-    answers = race(app, requests)
+    answers = race(app, requests, customer)
 
     winners = [(body, payload) for (body, _), (status, payload, headers) in zip(requests, answers, strict=True)
                if status == 202 and "Idempotent-Replayed" not in headers]
@@ -230,8 +232,8 @@ def test_racing_requests_with_one_key_and_two_bodies_let_exactly_one_body_win(
 @pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 def test_ten_racing_requests_with_one_key_make_exactly_one_exchange_on_sqlite(
     app: Flask, sqlite_engine: Engine, funded_account: uuid.UUID
-) -> None:
-    answers = race(app, [(exchange_body(funded_account, RACE_AMOUNT), "race-key")] * 10)
+, customer: ApiCustomer) -> None:
+    answers = race(app, [(exchange_body(funded_account, RACE_AMOUNT), "race-key")] * 10, customer)
 
     assert [status for status, _, _ in answers] == [202] * 10
     assert len({payload["id"] for _, payload, _ in answers}) == 1

@@ -86,7 +86,7 @@ def test_retry_policy_runs_the_credit_again_and_the_bank_pays_once(
 
 
 def test_park_policy_leaves_the_exchange_for_a_person_with_the_reason_on_the_dashboard(
-    engine: Engine, bank_url: str, client: FlaskClient
+    engine: Engine, bank_url: str, anonymous_client: FlaskClient
 ) -> None:
     wf = workflow(engine, bank_url, RescuePolicy.PARK)
     exchange_id = debited_exchange_abandoned_by_a_dead_worker(wf, bank_applied=True)
@@ -95,7 +95,7 @@ def test_park_policy_leaves_the_exchange_for_a_person_with_the_reason_on_the_das
     with engine.connect() as conn:
         reason = conn.execute(select(exchanges.c.last_error).where(exchanges.c.id == exchange_id)).scalar_one()
     assert "dead-worker" in reason and "park" in reason
-    page = client.get("/ops/").get_data(as_text=True)
+    page = anonymous_client.get("/ops/").get_data(as_text=True)
     assert str(exchange_id) in page and "dead-worker" in page
     assert_money_is_whole(wf)
     # The bank can answer, so the parked credit is resolved from its record: it had paid.

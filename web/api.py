@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from marshmallow import ValidationError
 
 from domain.currencies import minor_unit
@@ -16,6 +16,7 @@ from errors import MalformedRequest, ValidationFailed
 from observability import current_trace_headers
 from services import accounts, exchanges, timeline
 from settings import Settings
+from web.auth import customer_required
 from web.schemas import ExchangeRequestSchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -75,6 +76,7 @@ def money(amount: Decimal | None, currency: str) -> str | None:
 
 
 @bp.post("/exchanges")
+@customer_required
 def create_exchange() -> tuple[Response, int]:
     key = idempotency_key()
     body = json_body()
@@ -88,6 +90,7 @@ def create_exchange() -> tuple[Response, int]:
         queue=_settings().queue_name,
         idempotency_key=key,
         trace_headers=current_trace_headers(),
+        owner=g.principal.customer_id,
     )
     status_url = url_for("api.get_exchange", exchange_id=accepted.exchange_id)
     response = jsonify(
@@ -106,8 +109,9 @@ def create_exchange() -> tuple[Response, int]:
 
 
 @bp.get("/exchanges/<uuid:exchange_id>")
+@customer_required
 def get_exchange(exchange_id: uuid.UUID) -> Response:
-    row = exchanges.get_exchange(_engine(), exchange_id)
+    row = exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)
     return jsonify(
         id=str(row.id),
         account=str(row.account_id),
@@ -126,9 +130,10 @@ def get_exchange(exchange_id: uuid.UUID) -> Response:
 
 
 @bp.get("/exchanges/<uuid:exchange_id>/timeline")
+@customer_required
 def get_timeline(exchange_id: uuid.UUID) -> Response:
     """Every step, attempt, outcome and error of one exchange; the latest trouble first."""
-    row = exchanges.get_exchange(_engine(), exchange_id)
+    row = exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)
     with _engine().connect() as conn:
         entries = timeline.load(conn, exchange_id)
     trouble = timeline.first_trouble(entries)
@@ -144,8 +149,9 @@ def get_timeline(exchange_id: uuid.UUID) -> Response:
 
 
 @bp.get("/accounts/<uuid:account_id>")
+@customer_required
 def get_account(account_id: uuid.UUID) -> Response:
-    view = accounts.get_account(_engine(), account_id)
+    view = accounts.get_account(_engine(), account_id, customer_id=g.principal.customer_id)
     return jsonify(
         id=str(view.id),
         owner=view.owner,

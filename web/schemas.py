@@ -65,3 +65,84 @@ class ExchangeRequestSchema(Schema):
                 errors["amount"] = [str(error)]
         if errors:
             raise ValidationError(errors)
+
+
+# --- answers -----------------------------------------------------------------------------
+# Amounts leave the API as strings in the currency's minor unit ("125.50", "1000").
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(required=True, metadata={"description": "Stable, documented error code."})
+    message = fields.String(required=True)
+    fields_ = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), data_key="fields",
+                          metadata={"description": "The offending fields (or headers) and what is wrong."})
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class ExchangeAcceptedSchema(Schema):
+    id = fields.UUID(required=True)
+    account = fields.UUID(required=True)
+    from_currency = fields.String(required=True)
+    to_currency = fields.String(required=True)
+    amount = fields.String(required=True)
+    accepted_at = fields.DateTime(required=True)
+    status_url = fields.String(required=True)
+
+
+class ExchangeSchema(Schema):
+    id = fields.UUID(required=True)
+    account = fields.UUID(required=True)
+    from_currency = fields.String(required=True)
+    to_currency = fields.String(required=True)
+    amount = fields.String(required=True)
+    rate = fields.String(required=True, allow_none=True)
+    to_amount = fields.String(required=True, allow_none=True)
+    state = fields.String(required=True, metadata={"enum": [
+        "pending", "quoted", "debited", "credited", "completed", "failed", "compensating", "refunded",
+        "needs_attention"]})
+    step = fields.String(required=True, allow_none=True)
+    attempt = fields.Integer(required=True)
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class TimelineEventSchema(Schema):
+    at = fields.DateTime(required=True)
+    step = fields.String(required=True)
+    attempt = fields.Integer(required=True)
+    outcome = fields.String(required=True)
+    state = fields.String(required=True)
+    error = fields.String(required=True, allow_none=True)
+    worker = fields.String(required=True, allow_none=True)
+    message_id = fields.UUID(required=True, allow_none=True)
+    message_published_at = fields.DateTime(required=True, allow_none=True)
+    duration_ms = fields.Integer(required=True, allow_none=True)
+    detail = fields.Dict(required=True, allow_none=True)
+
+
+class TimelineSchema(Schema):
+    id = fields.UUID(required=True)
+    state = fields.String(required=True)
+    step = fields.String(required=True, allow_none=True)
+    attempt = fields.Integer(required=True)
+    last_error = fields.String(required=True, allow_none=True)
+    trouble = fields.Nested(TimelineEventSchema, required=True, allow_none=True)
+    events = fields.List(fields.Nested(TimelineEventSchema), required=True)
+
+
+class BalanceSchema(Schema):
+    currency = fields.String(required=True)
+    available = fields.String(required=True)
+    held = fields.String(required=True)
+    minor_unit = fields.Integer(required=True)
+
+
+class AccountSchema(Schema):
+    id = fields.UUID(required=True)
+    owner = fields.String(required=True)
+    status = fields.String(required=True)
+    balances = fields.List(fields.Nested(BalanceSchema), required=True)
