@@ -11,7 +11,7 @@ import observability
 from database import make_engine
 from jobs.runtime import bank_client
 from settings import Settings
-from web import api, errors, metrics, ops
+from web import api, errors, limits, metrics, openapi, ops, portal
 from web.csrf import csrf_token
 
 
@@ -33,10 +33,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.jinja_env.globals["csrf_token"] = csrf_token
 
     errors.register(app)
+    limits.install(app, settings, api.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(ops.api_bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(portal.bp)
     commands.register(app)
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -12,6 +14,7 @@ from sqlalchemy import Engine, func, select
 import migrate
 from models import AccountKind, accounts
 from services.accounts import open_account
+from services.credentials import Role, create_customer, issue_api_key, revoke_api_key
 from settings import Settings
 
 #: The demo customers and what each starts with.
@@ -30,12 +33,36 @@ def _settings() -> Settings:
     return current_app.extensions["fx.settings"]
 
 
-def create_demo_accounts(engine: Engine, settings: Settings) -> list[tuple[str, object]]:
+#: The demo customers' password for the web portal (demo data only).
+DEMO_PASSWORD = "demo-password"
+
+
+@dataclass(frozen=True)
+class DemoCustomer:
+    owner: str
+    email: str
+    account_id: uuid.UUID
+    api_key: str
+
+
+def create_demo_accounts(engine: Engine, settings: Settings) -> list[DemoCustomer]:
+    """Demo customers, each with a funded account, a portal login and an API key."""
     created = []
+    # A second run gets fresh logins: e-mail addresses are unique.
+    suffix = f"+{uuid.uuid4().hex[:6]}" if customer_count(engine) else ""
     for owner, funding in DEMO_ACCOUNTS.items():
+        email = f"{owner.split()[0].lower()}{suffix}@example.com"
+        customer_id = create_customer(engine, owner, email=email, password=DEMO_PASSWORD)
         traded = {c: a for c, a in funding.items() if c in settings.currencies}
-        created.append((owner, open_account(engine, owner, traded)))
+        account_id = open_account(engine, owner, traded, customer_id=customer_id)
+        key = issue_api_key(engine, role=Role.CUSTOMER, label="demo", customer_id=customer_id)
+        created.append(DemoCustomer(owner, email, account_id, key))
     return created
+
+
+def echo_demo(customers: list[DemoCustomer]) -> None:
+    for c in customers:
+        click.echo(f"{c.owner}: account {c.account_id}  login {c.email} / {DEMO_PASSWORD}  API key {c.api_key}")
 
 
 def customer_count(engine: Engine) -> int:
@@ -65,16 +92,51 @@ def register(app: Flask) -> None:
 
     @app.cli.command("demo-accounts")
     def demo_accounts() -> None:
-        """Create demo customer accounts with balances, and print their ids."""
-        for owner, account_id in create_demo_accounts(_engine(), _settings()):
-            click.echo(f"{account_id}  {owner}")
+        """Create demo customers with funded accounts; print their logins and API keys."""
+        echo_demo(create_demo_accounts(_engine(), _settings()))
+
+    @app.cli.command("create-customer")
+    @click.argument("name")
+    @click.option("--email", default=None, help="login of the web portal")
+    @click.option("--password", default=None, help="password of the web portal")
+    def create_customer_command(name: str, email: str | None, password: str | None) -> None:
+        """Create a customer; prints its id."""
+        click.echo(str(create_customer(_engine(), name, email=email, password=password)))
 
     @app.cli.command("open-account")
     @click.argument("owner")
     @click.option("--fund", "funding", multiple=True, help="CURRENCY:AMOUNT, repeatable")
-    def open_account_command(owner: str, funding: tuple[str, ...]) -> None:
+    @click.option("--customer", "customer_id", type=click.UUID, default=None,
+                  help="the owning customer (default: a new customer named OWNER)")
+    def open_account_command(owner: str, funding: tuple[str, ...], customer_id: uuid.UUID | None) -> None:
         """Open a customer account funded from the house account."""
-        click.echo(str(open_account(_engine(), owner, _parse_funding(funding))))
+        click.echo(str(open_account(_engine(), owner, _parse_funding(funding), customer_id=customer_id)))
+
+    @app.cli.group("api-key")
+    def api_key_group() -> None:
+        """API keys: shown once when created, stored hashed."""
+
+    @api_key_group.command("create")
+    @click.option("--customer", "customer_id", type=click.UUID, default=None, help="a customer's key")
+    @click.option("--operator", "operator", default=None, help="an operator's key, with the operator's name")
+    @click.option("--label", default="cli")
+    def api_key_create(customer_id: uuid.UUID | None, operator: str | None, label: str) -> None:
+        """Create a key for a customer or an operator; the key is printed once, never stored."""
+        if (customer_id is None) == (operator is None):
+            raise click.UsageError("give exactly one of --customer and --operator")
+        if operator is not None:
+            key = issue_api_key(_engine(), role=Role.OPERATOR, label=operator)
+        else:
+            key = issue_api_key(_engine(), role=Role.CUSTOMER, label=label, customer_id=customer_id)
+        click.echo(key)
+
+    @api_key_group.command("revoke")
+    @click.argument("prefix")
+    def api_key_revoke(prefix: str) -> None:
+        """Revoke a key by its prefix (the part after `fxk_`)."""
+        if not revoke_api_key(_engine(), prefix.removeprefix("fxk_").split("_")[0]):
+            raise click.ClickException("no active key with that prefix")
+        click.echo("revoked")
 
     @app.cli.group("relay")
     def relay_group() -> None:

@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 
 import migrate
 from bank.server import create_app as create_bank
-from commands import create_demo_accounts, customer_count
+from commands import create_demo_accounts, customer_count, echo_demo
 from jobs import runtime
 from jobs.broker import build_broker, install
 from outbox.daemon import build_relay
@@ -32,8 +32,7 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
     engine = app.extensions["fx.engine"]
     migrate.upgrade(engine)
     if customer_count(engine) == 0:
-        for owner, account_id in create_demo_accounts(engine, settings):
-            click.echo(f"demo account {account_id}  {owner}")
+        echo_demo(create_demo_accounts(engine, settings))
 
     bank_url = settings.bank_url or _start_bank()
     runtime.configure(runtime.build_workflow(settings, engine, bank_url))

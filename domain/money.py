@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from domain.currencies import minor_unit
 
 #: Plain decimal notation only: no sign, exponent, spaces, NaN or Infinity.
-_AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
+AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
 
 #: Every amount column has this many decimals (the largest ISO minor unit is 4).
 STORAGE_SCALE = 4
@@ -24,7 +24,7 @@ def parse_amount(text: object) -> Decimal:
         raise AmountError("Must be a decimal string such as \"125.50\", not a JSON number.")
     # fullmatch, not match: `$` also matches before a trailing newline, and Decimal()
     # would then strip it, accepting "10.00\n".
-    if not _AMOUNT_PATTERN.fullmatch(text):
+    if not AMOUNT_PATTERN.fullmatch(text):
         raise AmountError("Must be a plain decimal string such as \"125.50\".")
     return Decimal(text)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 
+from domain.money import quantize
 from errors import ExchangeServiceError, UnknownExchange
 from models.base import utcnow
 from outbox import store
@@ -21,6 +23,17 @@ bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates")
 api_bp = Blueprint("ops_api", __name__, url_prefix="/api/ops")
 
 ACTIONS = ("retry", "cancel", "compensate")
+
+
+@bp.app_template_filter("money")
+def money(amount: Decimal | None, currency: str) -> str:
+    """An amount as the customer sees it: the currency's minor unit, never "2.5E+2"."""
+    return "…" if amount is None else f"{quantize(amount, currency):f}"
+
+
+@bp.app_template_filter("rate")
+def rate(value: Decimal | None) -> str:
+    return "" if value is None else f"{value.normalize():f}"
 
 
 def _settings() -> Settings:

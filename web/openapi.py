@@ -1,0 +1,129 @@
+"""The API's OpenAPI 3 document, generated from the marshmallow schemas, and its docs page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, current_app, jsonify, render_template, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
+
+from domain.money import AMOUNT_PATTERN
+from settings import Settings
+from web.api import IDEMPOTENCY_KEY_MAX_CHARS
+from web.schemas import (
+    AccountSchema,
+    AmountField,
+    CurrencyField,
+    ErrorSchema,
+    ExchangeAcceptedSchema,
+    ExchangeRequestSchema,
+    ExchangeSchema,
+    TimelineSchema,
+)
+
+bp = Blueprint("openapi", __name__, url_prefix="/api", template_folder="templates")
+
+ERRORS = {
+    "400": "Malformed request: not JSON, not an object, wrong Content-Type or a bad Idempotency-Key.",
+    "401": "Missing, unknown or revoked API key.",
+    "404": "No such account or exchange (or not yours).",
+    "409": "Insufficient funds, or the account is not active.",
+    "413": "The body is larger than the limit.",
+    "422": "A field is invalid (named in `error.fields`), or the Idempotency-Key was used with another body.",
+    "429": "Too many requests for this API key; retry later.",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: {"description": ERRORS[code], "content": {"application/json": {"schema": "Error"}}}
+            for code in codes}
+
+
+def build_spec(settings: Settings) -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="fx-outbox exchange API",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[plugin],
+        info={"description": "Currency exchanges that never leave money half-moved. Amounts are decimal "
+                             "strings, never JSON numbers. Every error has the `Error` shape."},
+    )
+    plugin.map_to_openapi_type(AmountField, "string", None)
+    plugin.map_to_openapi_type(CurrencyField, "string", None)
+    spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer",
+                                               "description": "`Authorization: Bearer fxk_...`"})
+    request_schema = ExchangeRequestSchema(currencies=settings.currencies, max_amount=settings.max_exchange_amount)
+    spec.components.schema("ExchangeRequest", schema=request_schema)
+    properties = spec.to_dict()["components"]["schemas"]["ExchangeRequest"]["properties"]
+    properties["amount"].update(pattern=AMOUNT_PATTERN.pattern, example="125.50",
+                                description=f"Positive, at most {settings.max_exchange_amount}, no more decimals "
+                                            "than the source currency's ISO 4217 minor unit.")
+    for name in ("from_currency", "to_currency"):
+        properties[name].update(enum=list(settings.currencies), description="ISO 4217 code")
+    spec.components.schema("ExchangeAccepted", schema=ExchangeAcceptedSchema)
+    spec.components.schema("Exchange", schema=ExchangeSchema)
+    spec.components.schema("Timeline", schema=TimelineSchema)
+    spec.components.schema("Account", schema=AccountSchema)
+    spec.components.schema("Error", schema=ErrorSchema)
+
+    secured = [{"apiKey": []}]
+    uuid_param = {"in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+    spec.path(path="/api/exchanges", operations={"post": {
+        "operationId": "createExchange",
+        "summary": "Exchange money between two currencies of one account",
+        "security": secured,
+        "parameters": [{"in": "header", "name": "Idempotency-Key", "required": False,
+                        "description": "The same key and body replay the first answer.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS,
+                                   "pattern": "^[!-~]+$"}}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "ExchangeRequest"}}},
+        "responses": {
+            "202": {"description": "Accepted; follow `status_url`.",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": "ExchangeAccepted"}}},
+            **_errors("400", "401", "404", "409", "413", "422", "429"),
+        },
+    }})
+    spec.path(path="/api/exchanges/{exchange_id}", operations={"get": {
+        "operationId": "getExchange", "summary": "An exchange's state", "security": secured,
+        "parameters": [{"name": "exchange_id", **uuid_param}],
+        "responses": {"200": {"description": "The exchange", "content": {"application/json": {"schema": "Exchange"}}},
+                      **_errors("401", "404", "429")},
+    }})
+    spec.path(path="/api/exchanges/{exchange_id}/timeline", operations={"get": {
+        "operationId": "getExchangeTimeline", "summary": "Every step, attempt, outcome and error",
+        "security": secured, "parameters": [{"name": "exchange_id", **uuid_param}],
+        "responses": {"200": {"description": "The timeline", "content": {"application/json": {"schema": "Timeline"}}},
+                      **_errors("401", "404", "429")},
+    }})
+    spec.path(path="/api/accounts/{account_id}", operations={"get": {
+        "operationId": "getAccount", "summary": "An account's balances", "security": secured,
+        "parameters": [{"name": "account_id", **uuid_param}],
+        "responses": {"200": {"description": "The account", "content": {"application/json": {"schema": "Account"}}},
+                      **_errors("401", "404", "429")},
+    }})
+    document = spec.to_dict()
+    document["components"]["schemas"]["ExchangeRequest"]["properties"] = properties
+    return document
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    document = current_app.extensions.get("fx.openapi")
+    if document is None:
+        document = current_app.extensions["fx.openapi"] = build_spec(current_app.extensions["fx.settings"])
+    return jsonify(document)
+
+
+@bp.get("/docs")
+def docs() -> str:
+    return render_template("api/docs.html")
+
+
+@bp.get("/docs/static/<path:filename>")
+def docs_static(filename: str) -> Response:
+    # Swagger UI ships inside a Python package: the docs work offline.
+    return send_from_directory(str(swagger_ui_path), filename)

@@ -1,0 +1,124 @@
+"""The customers' web portal: sign in, see balances, exchange, watch the exchange finish.
+
+The form runs the same service function as the API, under the same idempotency guarantee:
+each render carries a fresh hidden key, so a double submit replays instead of doubling.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from marshmallow import ValidationError
+from werkzeug.wrappers import Response
+
+from domain.states import TERMINAL_STATES
+from errors import ExchangeServiceError
+from services import accounts, exchanges
+from services.credentials import check_password, customer_name
+from web.auth import SESSION_CUSTOMER, portal_customer
+from web.csrf import check_csrf
+
+bp = Blueprint("portal", __name__, template_folder="templates")
+
+#: The steps a customer sees, in order.
+PROGRESS = ("pending", "quoted", "debited", "credited", "completed")
+
+
+def _engine() -> Any:
+    return current_app.extensions["fx.engine"]
+
+
+def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if portal_customer() is None:
+            return redirect(url_for("portal.login", next=request.path))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _customer_id() -> uuid.UUID:
+    return uuid.UUID(portal_customer())
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        check_csrf()
+        principal = check_password(_engine(), request.form.get("email", ""), request.form.get("password", ""))
+        if principal is not None:
+            session.clear()  # a fresh session on sign-in: no fixation
+            session[SESSION_CUSTOMER] = str(principal.customer_id)
+            target = request.args.get("next", "")
+            local = target.startswith("/") and not target.startswith("//")  # never an open redirect
+            return redirect(target if local else url_for("portal.home"))
+        error = "Wrong e-mail or password."
+    return render_template("portal/login.html", error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    check_csrf()
+    session.clear()
+    return redirect(url_for("portal.login"))
+
+
+def _home(form: dict[str, str] | None = None, errors: dict[str, list[str]] | None = None, status: int = 200) -> Any:
+    customer = _customer_id()
+    settings = current_app.extensions["fx.settings"]
+    return render_template(
+        "portal/home.html",
+        name=customer_name(_engine(), customer),
+        accounts=accounts.accounts_of(_engine(), customer),
+        recent=exchanges.recent_for_customer(_engine(), customer),
+        currencies=settings.currencies,
+        form=form or {},
+        errors=errors or {},
+        form_key=str(uuid.uuid4()),
+    ), status
+
+
+@bp.get("/")
+@signed_in
+def home() -> Any:
+    return _home()
+
+
+@bp.post("/exchanges")
+@signed_in
+def submit_exchange() -> Any:
+    check_csrf()
+    form = {name: request.form.get(name, "") for name in ("account", "from_currency", "to_currency", "amount")}
+    from web.api import _flatten, _schema
+
+    try:
+        data = _schema().load(form)
+    except ValidationError as error:
+        return _home(form, _flatten(error.messages), 422)
+    try:
+        accepted = exchanges.create_exchange(
+            _engine(),
+            exchanges.ExchangeRequest(data["account"], data["from_currency"], data["to_currency"], data["amount"]),
+            queue=current_app.extensions["fx.settings"].queue_name,
+            idempotency_key="form:" + request.form.get("form_key", ""),
+            owner=_customer_id(),
+        )
+    except ExchangeServiceError as refusal:
+        fields = {("form" if name == "Idempotency-Key" else name): problems
+                  for name, problems in (refusal.fields or {"form": [refusal.message]}).items()}
+        return _home(form, fields, refusal.status)
+    return redirect(url_for("portal.exchange", exchange_id=accepted.exchange_id), code=303)
+
+
+@bp.get("/exchanges/<uuid:exchange_id>")
+@signed_in
+def exchange(exchange_id: uuid.UUID) -> Any:
+    row = exchanges.get_exchange(_engine(), exchange_id, owner=_customer_id())
+    done = row.state in {s.value for s in TERMINAL_STATES}
+    return render_template("portal/exchange.html", exchange=row, done=done, progress=PROGRESS)
