@@ -53,8 +53,12 @@ def init_sentry(settings: Settings, *, component: str, dramatiq: bool = False, *
 
 
 def current_trace_headers() -> dict[str, str] | None:
-    """The current trace's propagation headers, stored on outbox rows so the worker continues it."""
-    if not sentry_sdk.get_client().is_active():
+    """The current trace's propagation headers, stored on outbox rows so the worker continues it.
+
+    None outside a transaction (a request or a step): a thread's ambient trace would
+    otherwise join every message it writes into one unrelated trace.
+    """
+    if not sentry_sdk.get_client().is_active() or sentry_sdk.get_current_span() is None:
         return None
     headers: dict[str, str] = {}
     traceparent = sentry_sdk.get_traceparent()
@@ -68,10 +72,15 @@ def current_trace_headers() -> dict[str, str] | None:
 
 @contextlib.contextmanager
 def continued_trace(headers: dict[str, str] | None, name: str) -> Iterator[None]:
-    """Run the block in a transaction that continues `headers`' trace (a no-op without Sentry)."""
+    """Run the block in a transaction that continues `headers`' trace (a no-op without Sentry).
+
+    In a scope of its own: `continue_trace` sets the trace on the isolation scope, and left
+    there it would become the trace of whatever the thread does next (the next row's publish).
+    """
     if not headers or not sentry_sdk.get_client().is_active():
         yield
         return
-    transaction = sentry_sdk.continue_trace(headers, op="outbox.publish", name=name)
-    with sentry_sdk.start_transaction(transaction):
-        yield
+    with sentry_sdk.isolation_scope():
+        transaction = sentry_sdk.continue_trace(headers, op="outbox.publish", name=name)
+        with sentry_sdk.start_transaction(transaction):
+            yield

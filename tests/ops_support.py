@@ -1,0 +1,130 @@
+"""Helpers for the visibility and recovery tests: exchanges put in any state the honest way.
+
+Every state is reached by running the real steps against the real bank service (with its
+fault controls), never by writing the state column; only time is moved, by rewriting
+`updated_at` / `claimed_until`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from bank.client import BankClient
+from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
+from domain.states import ExchangeState
+from jobs import messages
+from models import exchange_events, exchanges, outbox_messages
+from models.base import utcnow
+from services.claims import Claim, claim
+from services.workflow import RescuePolicy, StepDeferred, Workflow, WorkflowConfig
+from tests.workflow_support import accept, drive, run_step, state_of
+
+S = ExchangeState
+
+#: Every state an exchange can be left in, open ones first.
+OPEN_STATES = ("pending", "quoted", "debited", "credited", "compensating", "needs_attention")
+CLOSED_STATES = ("completed", "failed", "refunded")
+#: No test here waits for a bank timeout, so a busy machine must not cause one.
+BANK_TIMEOUT_SECONDS = 10.0
+
+
+def make_workflow(engine: Engine, bank_url: str, **config: Any) -> Workflow:
+    return Workflow(
+        engine=engine,
+        bank=BankClient(bank_url, connect_timeout=BANK_TIMEOUT_SECONDS, read_timeout=BANK_TIMEOUT_SECONDS),
+        rates=TableRateProvider(DEFAULT_USD_VALUES),
+        config=WorkflowConfig(lease=timedelta(seconds=5), credit_max_attempts=3, **config),
+    )
+
+
+def exchange_in(wf: Workflow, account: uuid.UUID, state: str, amount: str = "100.00") -> uuid.UUID:
+    """A new CAD -> USD exchange brought to `state` by its own steps."""
+    exchange_id = accept(wf.engine, account, amount)
+    if state == "failed":
+        # No USD rate: the quote fails and releases the hold.
+        no_usd = {k: v for k, v in DEFAULT_USD_VALUES.items() if k != "USD"}
+        run_step(dataclasses.replace(wf, rates=TableRateProvider(no_usd)), messages.QUOTE_EXCHANGE, exchange_id)
+    elif state != "pending":
+        run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
+        if state != "quoted":
+            run_step(wf, messages.DEBIT_EXCHANGE, exchange_id)
+        if state == "credited":
+            run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+        elif state == "completed":
+            drive(wf, exchange_id)
+        elif state in ("compensating", "refunded"):
+            fail_credit_for_good(wf, exchange_id)
+            if state == "refunded":
+                drive(wf, exchange_id)
+        elif state == "needs_attention":
+            park(wf, exchange_id)
+    assert state_of(wf.engine, exchange_id) == state
+    return exchange_id
+
+
+def fail_credit_for_good(wf: Workflow, exchange_id: uuid.UUID) -> None:
+    """The bank answers 503 to every credit attempt: the debited exchange goes to compensating."""
+    wf.bank.set_faults(down=True)
+    try:
+        for _ in range(wf.config.credit_max_attempts):
+            try:
+                run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+            except StepDeferred:
+                continue
+    finally:
+        wf.bank.reset_faults()
+
+
+def kill_worker_mid_step(engine: Engine, exchange_id: uuid.UUID, *, step: str, expected: str,
+                         worker: str = "dead-worker", idle: timedelta = timedelta(0)) -> None:
+    """Claim the step for a worker that then dies: its lease runs out and it never writes again."""
+    now = utcnow()
+    with engine.begin() as conn:
+        held = claim(conn, exchange_id, expected=S(expected), step=step, worker=worker,
+                     lease=timedelta(seconds=1), now=now)
+        assert isinstance(held, Claim), held
+        conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
+                     .values(claimed_until=now - timedelta(seconds=1), updated_at=now - idle))
+
+
+def park(wf: Workflow, exchange_id: uuid.UUID) -> None:
+    """A credit whose worker died mid-call, under the `park` rescue policy: it waits for a person."""
+    kill_worker_mid_step(wf.engine, exchange_id, step="credit", expected="debited")
+    parking = dataclasses.replace(wf, config=dataclasses.replace(wf.config,
+                                                                 rescue_overrides={"credit": RescuePolicy.PARK}))
+    run_step(parking, messages.CREDIT_EXCHANGE, exchange_id)
+
+
+def age(engine: Engine, exchange_id: uuid.UUID, by: timedelta) -> None:
+    """Pretend the exchange's last change happened `by` ago."""
+    with engine.begin() as conn:
+        conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
+                     .values(updated_at=utcnow() - by))
+
+
+def events(engine: Engine, exchange_id: uuid.UUID) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(select(exchange_events).where(exchange_events.c.exchange_id == exchange_id)
+                            .order_by(exchange_events.c.id)).all()
+
+
+def messages_for(engine: Engine, exchange_id: uuid.UUID) -> list[Any]:
+    """The exchange's outbox messages, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(outbox_messages).order_by(outbox_messages.c.created_at)).all()
+    return [row for row in rows if row.payload.get("exchange_id") == str(exchange_id)]
+
+
+def row_of(engine: Engine, exchange_id: uuid.UUID) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(exchanges).where(exchanges.c.id == exchange_id)).one()
+
+
+def bank_for(url: str) -> BankClient:
+    return BankClient(url, connect_timeout=BANK_TIMEOUT_SECONDS, read_timeout=BANK_TIMEOUT_SECONDS)
+

@@ -1,0 +1,331 @@
+"""One Sentry trace from the web request through the relay to the worker's steps, and tagged step errors.
+
+Sentry sends nothing over the network here: a transport of ours collects the envelopes.
+The broker is a StubBroker built after `init_sentry`, so Sentry's Dramatiq integration
+hooks it as it hooks the real worker's broker, and a Dramatiq Worker runs the real actors.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import dramatiq.broker
+import pytest
+import sentry_sdk
+from conftest import ApiCustomer, settings_for
+from dramatiq import Worker
+from flask import Flask
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+from sqlalchemy import Engine, func, select
+
+import observability
+from bank.client import BankClient
+from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
+from domain.states import TERMINAL_STATES
+from jobs import runtime
+from jobs.broker import build_broker, install
+from models import outbox_messages
+from outbox.publisher import TRACE_OPTION, BrokerPublisher
+from outbox.relay import Relay
+from services.accounts import open_account
+from services.workflow import Workflow, WorkflowConfig
+from tests.ops_support import BANK_TIMEOUT_SECONDS, bank_for
+from tests.workflow_support import bank_server, state_of
+
+QUEUE = "exchanges"
+#: A DSN that is never contacted: the transport below keeps every envelope in memory.
+OFFLINE_DSN = "http://public@127.0.0.1:1/1"
+#: Generous bounds on waiting for the worker thread, so a hang fails instead of blocking.
+JOIN_TIMEOUT_MS = 30_000
+WAIT_SECONDS = 30
+STEP_ACTORS = ["quote_exchange", "debit_exchange", "credit_exchange", "complete_exchange", "send_receipt"]
+
+
+class CollectingTransport(Transport):
+    """Keeps what Sentry would send; `events_seen` is set whenever an error event arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.envelopes: list[Envelope] = []
+        self.lock = threading.Lock()
+        self.events_seen = threading.Event()
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        with self.lock:
+            self.envelopes.append(envelope)
+        if envelope.get_event() is not None:
+            self.events_seen.set()
+
+    def transactions(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [t for e in self.envelopes if (t := e.get_transaction_event()) is not None]
+
+    def errors(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [t for e in self.envelopes if (t := e.get_event()) is not None]
+
+    def transaction(self, name: str) -> dict[str, Any]:
+        matching = [t for t in self.transactions() if t.get("transaction") == name]
+        assert len(matching) == 1, f"{len(matching)} transactions named {name}: {self.names()}"
+        return matching[0]
+
+    def names(self) -> list[str]:
+        return [t.get("transaction", "?") for t in self.transactions()]
+
+
+def trace_of(event: dict[str, Any]) -> dict[str, Any]:
+    return event["contexts"]["trace"]
+
+
+@pytest.fixture
+def sentry(engine: Engine) -> Iterator[CollectingTransport]:
+    """Sentry as the worker starts it (Flask, SQLAlchemy, Dramatiq), sampling every trace, sending nowhere."""
+    assert not sentry_sdk.get_client().is_active(), "another test left Sentry running"
+    transport = CollectingTransport()
+    settings = settings_for(engine, sentry_dsn=OFFLINE_DSN, sentry_traces_sample_rate=1.0)
+    assert observability.init_sentry(settings, component="test", dramatiq=True, transport=transport)
+    try:
+        yield transport
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+        sentry_sdk.get_isolation_scope().remove_tag("component")
+    assert not sentry_sdk.get_client().is_active()
+
+
+@pytest.fixture
+def bank_url(tmp_path: Path) -> Iterator[str]:
+    with bank_server(tmp_path) as url:
+        yield url
+
+
+class FlakyBank(BankClient):
+    """The bank's answer to the first transfer is garbage our client cannot read."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, connect_timeout=BANK_TIMEOUT_SECONDS, read_timeout=BANK_TIMEOUT_SECONDS)
+        self.garbled = 0
+
+    def transfer(self, **kwargs: Any) -> Any:
+        if self.garbled == 0:
+            self.garbled += 1
+            raise ValueError("bank answered 200 with a body that is not JSON: '<html>oops'")
+        return super().transfer(**kwargs)
+
+
+@dataclass
+class System:
+    """Web app, relay and worker in one process, wired as the embedded mode wires them."""
+
+    engine: Engine
+    app: Flask
+    broker: dramatiq.Broker
+    relay: Relay
+    workflow: Workflow
+    customer: ApiCustomer
+    account: uuid.UUID
+
+    def post_exchange(self, amount: str = "100.00") -> uuid.UUID:
+        response = self.app.test_client().post("/api/exchanges", headers=self.customer.headers, json={
+            "account": str(self.account), "from_currency": "CAD", "to_currency": "USD", "amount": amount})
+        assert response.status_code == 202, response.get_json()
+        return uuid.UUID(response.get_json()["id"])
+
+    def relay_and_work(self) -> int:
+        """Publish what the outbox holds, then wait until the worker has processed the queue."""
+        published = self.relay.run_once().published
+        self.broker.join(QUEUE, timeout=JOIN_TIMEOUT_MS)
+        return published
+
+    def run_until_done(self, exchange_id: uuid.UUID, max_rounds: int = 20) -> str:
+        for _ in range(max_rounds):
+            self.relay_and_work()
+            if state_of(self.engine, exchange_id) in TERMINAL_STATES and self.unpublished() == 0:
+                return state_of(self.engine, exchange_id)
+        raise AssertionError(f"exchange {exchange_id} is still {state_of(self.engine, exchange_id)}")
+
+    def unpublished(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(outbox_messages)
+                                .where(outbox_messages.c.published_at.is_(None))).scalar_one()
+
+
+def bind_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Broker]:
+    """Declare the real actors on `broker`; returns the brokers they were bound to before.
+
+    Dramatiq binds an actor to the global broker when `jobs.actors` is first imported;
+    if another test imported it earlier, its actors still point at that older broker.
+    """
+    import jobs.actors
+
+    before = {}
+    for name, actor in jobs.actors.ACTORS.items():
+        before[name] = actor.broker
+        if actor.broker is not broker:
+            actor.broker = broker
+            broker.declare_actor(actor)
+    return before
+
+
+def unbind_actors(before: dict[str, dramatiq.Broker]) -> None:
+    import jobs.actors
+
+    for name, actor in jobs.actors.ACTORS.items():
+        actor.broker = before[name]
+
+
+def start_system(engine: Engine, app: Flask, customer: ApiCustomer, bank: BankClient,
+                 lease: timedelta) -> Iterator[System]:
+    previous_broker = dramatiq.broker.global_broker
+    broker = install(build_broker(settings_for(engine)))  # built after init_sentry: hooked by Sentry
+    bound_before = bind_actors(broker)
+    broker.declare_queue(QUEUE)
+    workflow = Workflow(engine, bank, TableRateProvider(DEFAULT_USD_VALUES), WorkflowConfig(lease=lease))
+    runtime.configure(workflow)
+    app.extensions["fx.bank"] = bank
+    worker = Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    account = open_account(engine, "Traced Customer", {"CAD": Decimal("1000.00")}, customer_id=customer.id)
+    try:
+        yield System(engine, app, broker, Relay(engine, BrokerPublisher(broker)), workflow, customer, account)
+    finally:
+        worker.stop()
+        broker.close()
+        runtime._workflow = None
+        dramatiq.broker.global_broker = previous_broker
+        unbind_actors(bound_before)
+
+
+@pytest.fixture
+def system(sentry: CollectingTransport, engine: Engine, app: Flask, customer: ApiCustomer,
+           bank_url: str) -> Iterator[System]:
+    yield from start_system(engine, app, customer, bank_for(bank_url),
+                            lease=timedelta(seconds=5))
+
+
+def test_the_worker_continues_the_web_requests_trace(sentry: CollectingTransport, system: System) -> None:
+    exchange_id = system.post_exchange()
+    web = sentry.transaction("api.create_exchange")
+    web_trace = trace_of(web)["trace_id"]
+    with system.engine.connect() as conn:
+        headers = conn.execute(select(outbox_messages.c.trace_headers)).scalar_one()
+    # The request's trace is stored with its outbox message...
+    assert headers["sentry-trace"].startswith(f"{web_trace}-{trace_of(web)['span_id']}-")
+    assert f"sentry-trace_id={web_trace}" in headers["baggage"]
+
+    assert system.relay_and_work() == 1
+
+    # ...the relay publishes the message in a transaction of that trace...
+    publish = sentry.transaction("publish quote_exchange")
+    assert trace_of(publish)["trace_id"] == web_trace
+    assert trace_of(publish)["parent_span_id"] == trace_of(web)["span_id"]
+    # ...and the worker's transaction continues it, a child of the publish.
+    quote = sentry.transaction("quote_exchange")
+    assert trace_of(quote)["trace_id"] == web_trace
+    assert trace_of(quote)["parent_span_id"] == trace_of(publish)["span_id"]
+    assert quote["tags"]["exchange_id"] == str(exchange_id)
+    assert quote["tags"]["step"] == "quote_exchange"
+    assert state_of(system.engine, exchange_id) == "quoted"
+
+
+def test_every_step_of_an_exchange_stays_in_the_web_requests_trace(
+        sentry: CollectingTransport, system: System) -> None:
+    exchange_id = system.post_exchange()
+
+    assert system.run_until_done(exchange_id) == "completed"
+
+    web_trace = trace_of(sentry.transaction("api.create_exchange"))["trace_id"]
+    steps = {name: sentry.transaction(name) for name in STEP_ACTORS}
+    assert {name: trace_of(t)["trace_id"] for name, t in steps.items()} == dict.fromkeys(STEP_ACTORS, web_trace)
+    assert all(t["tags"]["exchange_id"] == str(exchange_id) for t in steps.values())
+    assert sentry.errors() == []
+
+
+def test_two_exchanges_relayed_together_each_stay_in_their_own_requests_trace(
+        sentry: CollectingTransport, system: System) -> None:
+    first, second = system.post_exchange("10.00"), system.post_exchange("20.00")
+    requests = [t for t in sentry.transactions() if t["transaction"] == "api.create_exchange"]
+    first_trace, second_trace = (trace_of(t)["trace_id"] for t in requests)
+    assert first_trace != second_trace
+
+    assert system.run_until_done(first) == "completed"
+    assert system.run_until_done(second) == "completed"
+
+    by_exchange: dict[str, set[str]] = {str(first): set(), str(second): set()}
+    for t in sentry.transactions():
+        if t["transaction"] in STEP_ACTORS:
+            by_exchange[t["tags"]["exchange_id"]].add(trace_of(t)["trace_id"])
+    assert by_exchange == {str(first): {first_trace}, str(second): {second_trace}}
+
+
+def test_the_relay_hands_the_stored_trace_headers_to_the_message(
+        sentry: CollectingTransport, system: System) -> None:
+    system.post_exchange()
+    seen: list[dict[str, str]] = []
+    original = system.broker.enqueue
+
+    def spy(message: dramatiq.Message[Any], **kwargs: Any) -> Any:
+        result = original(message, **kwargs)
+        seen.append(dict(message.options[TRACE_OPTION]))
+        return result
+
+    system.broker.enqueue = spy  # type: ignore[method-assign]
+    system.relay_and_work()
+
+    web_trace = trace_of(sentry.transaction("api.create_exchange"))["trace_id"]
+    assert len(seen) == 1 and seen[0]["sentry-trace"].startswith(web_trace)
+
+
+@pytest.fixture
+def flaky_system(sentry: CollectingTransport, engine: Engine, app: Flask, customer: ApiCustomer,
+                 bank_url: str) -> Iterator[System]:
+    # A short lease, so the retry after the garbled answer can take the step over soon.
+    yield from start_system(engine, app, customer, FlakyBank(bank_url), lease=timedelta(milliseconds=200))
+
+
+def test_an_unexpected_error_in_a_step_reaches_sentry_tagged_with_the_exchange(
+        sentry: CollectingTransport, flaky_system: System) -> None:
+    exchange_id = flaky_system.post_exchange()
+    web_trace = trace_of(sentry.transaction("api.create_exchange"))["trace_id"]
+
+    # quote and debit run; the credit's bank call raises; Dramatiq retries it until it pays.
+    assert flaky_system.run_until_done(exchange_id) == "completed"
+
+    assert sentry.events_seen.wait(WAIT_SECONDS)
+    (error,) = sentry.errors()
+    assert error["tags"]["exchange_id"] == str(exchange_id)
+    assert error["tags"]["step"] == "credit_exchange"
+    (exception,) = error["exception"]["values"]
+    assert exception["type"] == "ValueError" and "not JSON" in exception["value"]
+    assert trace_of(error)["trace_id"] == web_trace
+    assert error["contexts"]["dramatiq"]["data"]["kwargs"] == {"exchange_id": str(exchange_id)}
+    assert len(flaky_system.workflow.bank.all_applied()) == 1
+
+
+def test_continuing_a_rows_trace_leaves_the_relays_own_trace_alone(sentry: CollectingTransport) -> None:
+    ambient = sentry_sdk.get_traceparent()
+    row_trace = "a" * 32
+    assert ambient is not None and not ambient.startswith(row_trace)
+
+    with observability.continued_trace({"sentry-trace": f"{row_trace}-{'b' * 16}-1"}, "publish quote_exchange"):
+        assert (sentry_sdk.get_traceparent() or "").startswith(row_trace)
+
+    # The next row without headers, or an error the relay logs, is not filed under that row's trace.
+    assert sentry_sdk.get_traceparent() == ambient
+    assert trace_of(sentry.transaction("publish quote_exchange"))["trace_id"] == row_trace
+
+
+def test_trace_headers_are_stored_only_from_inside_a_transaction(sentry: CollectingTransport) -> None:
+    assert observability.current_trace_headers() is None
+    with sentry_sdk.start_transaction(name="a step", op="queue.task") as transaction:
+        headers = observability.current_trace_headers()
+    assert headers is not None and headers["sentry-trace"].startswith(transaction.trace_id)
