@@ -388,6 +388,7 @@ def test_the_action_api_answers_404_for_an_unknown_exchange_or_action(
     response = ops.post(action_url(exchange_id, "teleport"))
 
     assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "unknown_action"
     assert "use one of retry, cancel, compensate" in response.get_json()["error"]["message"]
     before.assert_nothing_written()
 

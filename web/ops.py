@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 
 from domain.money import quantize
-from errors import ExchangeServiceError, UnknownExchange
+from errors import ExchangeServiceError, NotFound
 from models.base import utcnow
 from outbox import store
 from services import dead_letters, operations, timeline
@@ -23,6 +23,10 @@ bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates")
 api_bp = Blueprint("ops_api", __name__, url_prefix="/api/ops")
 
 ACTIONS = ("retry", "cancel", "compensate")
+
+
+class UnknownAction(NotFound):
+    code = "unknown_action"
 
 
 @bp.app_template_filter("money")
@@ -53,7 +57,7 @@ def run_action(exchange_id: uuid.UUID, action: str, operator: str) -> str:
     if action == "compensate":
         return operations.force_compensation(engine, current_app.extensions["fx.bank"], exchange_id, operator,
                                              queue=settings.queue_name)
-    raise UnknownExchange(f"No action {action!r}; use one of {', '.join(ACTIONS)}.")
+    raise UnknownAction(f"No action {action!r}; use one of {', '.join(ACTIONS)}.")
 
 
 @bp.get("/")
