@@ -12,8 +12,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from domain.ledger import Posting
 from models import balances, ledger_entries
 
-_INSERT_ENTRY = insert(ledger_entries)
-
 
 class BalanceMismatch(RuntimeError):
     """A balance row did not hold what the exchange's state says it must: a bug, never retried."""
@@ -21,13 +19,15 @@ class BalanceMismatch(RuntimeError):
 
 def post(conn: Connection, posting: Posting, *, exchange_id: uuid.UUID | None, now: datetime) -> uuid.UUID:
     posting_id = uuid.uuid4()
+    # One multi-row INSERT, not an executemany: psycopg pipelines an executemany and ends it
+    # with a Flush after the Sync, which leaves PostgreSQL's idle_in_transaction_session_timeout
+    # disarmed, so a worker frozen right after posting would hold its row locks indefinitely.
     conn.execute(
-        _INSERT_ENTRY,
-        [
+        insert(ledger_entries).values([
             {"posting_id": posting_id, "exchange_id": exchange_id, "account_id": e.account_id,
              "currency": e.currency, "amount": e.amount, "kind": posting.kind, "created_at": now}
             for e in posting.entries
-        ],
+        ])
     )
     return posting_id
 

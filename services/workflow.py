@@ -200,6 +200,8 @@ def debit(wf: Workflow, d: Delivery) -> StepResult:
         ledger.consume_hold(conn, c.account_id, c.from_currency, c.amount, now)
         ledger.post(conn, postings.debit(c.account_id, HOUSE_ACCOUNT_ID, c.from_currency, c.amount),
                     exchange_id=c.exchange_id, now=now)
+        # Inside the transaction, its row locks held: where a frozen worker must not block the rest.
+        failpoint("step.debit.before_commit")
         return Transition(S.DEBITED, next_actor=messages.CREDIT_EXCHANGE, values=values, detail=detail)
 
     return run_local_step(wf, d, "debit", S.QUOTED, body)
