@@ -38,12 +38,18 @@ def decimals_of(amount: Decimal) -> int:
     return max(0, -exponent)
 
 
-def check_amount(amount: Decimal, currency: str, maximum: Decimal) -> None:
-    """Raise AmountError unless the amount is positive, within bounds and in the currency's minor unit."""
+def check_amount(amount: Decimal, currency: str | None, maximum: Decimal) -> None:
+    """Raise AmountError unless the amount is positive, within bounds and in the currency's minor unit.
+
+    With no (valid) currency, only the bounds are checked: a zero amount is wrong whatever
+    the currency turns out to be.
+    """
     if amount <= 0:
         raise AmountError("Must be greater than zero.")
     if amount > maximum:
-        raise AmountError(f"Must not exceed {maximum} {currency}.")
+        raise AmountError(f"Must not exceed {maximum}{'' if currency is None else ' ' + currency}.")
+    if currency is None:
+        return
     allowed = minor_unit(currency)
     if decimals_of(amount) > allowed:
         raise AmountError(f"{currency} allows at most {allowed} decimal places.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from models import api_keys, customers
 from models.base import utcnow
 
 KEY_PREFIX = "fxk"
+#: What issue_api_key makes a prefix of (token_hex), within the column's 16 characters. Anything
+#: else is refused before the database sees it: PostgreSQL cannot even compare text holding NUL.
+_PREFIX_SHAPE = re.compile(r"[0-9a-f]{1,16}")
 
 
 class Role(StrEnum):
@@ -67,7 +71,7 @@ def issue_api_key(engine: Engine, *, role: Role, label: str, customer_id: uuid.U
 def verify_api_key(engine: Engine, key: str) -> Principal | None:
     """The key's holder, or None for a malformed, unknown or revoked key."""
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not _PREFIX_SHAPE.fullmatch(parts[1]):
         return None
     _, prefix, secret = parts
     with engine.connect() as conn:
@@ -88,6 +92,9 @@ def revoke_api_key(engine: Engine, prefix: str) -> bool:
 
 
 def check_password(engine: Engine, email: str, password: str) -> Principal | None:
+    """The customer with this e-mail and password, or None (also for an e-mail no row could hold)."""
+    if "\x00" in email:  # PostgreSQL text cannot hold NUL: no customer has it, and the query would fail
+        return None
     with engine.connect() as conn:
         row = conn.execute(select(customers.c.id, customers.c.name, customers.c.password_hash)
                            .where(customers.c.email == email.lower())).first()

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from domain.currencies import MINOR_UNITS, minor_unit
-from domain.money import AmountError, check_amount, decimals_of, parse_amount, quantize
+from domain.money import STORAGE_SCALE, AmountError, check_amount, decimals_of, parse_amount, quantize
+from services.exchanges import ExchangeRequest
 from settings import Settings
+from web.api import _flatten, money
 from web.schemas import ExchangeRequestSchema
 
 # Derandomized and without a deadline: the same examples on every run, and no
@@ -275,3 +277,58 @@ def test_schema_refuses_the_same_currency_on_both_sides(body: dict[str, Any]) ->
 
 def test_every_traded_currency_is_iso_4217() -> None:
     assert set(CURRENCIES) <= set(MINOR_UNITS)
+
+
+#: Values that are wrong whatever the other fields hold ("10.001" is not: it is fine for KWD).
+INVALID_ON_THEIR_OWN: dict[str, st.SearchStrategy[Any]] = {
+    **INVALID_VALUES,
+    "amount": st.one_of(
+        st.floats(), st.integers(), st.none(), st.booleans(),
+        st.sampled_from(["0", "0.00", "-1", "1e3", " 1", "1\n", "NaN", "", str(MAX_AMOUNT + 1),
+                         str(MAX_AMOUNT + Decimal("0.0001"))]),
+    ),
+}
+
+
+@PROFILE
+@given(valid_requests(), st.sets(st.sampled_from(sorted(INVALID_ON_THEIR_OWN)), min_size=2), st.data())
+def test_every_invalid_field_of_a_request_is_named_in_one_answer(
+    body: dict[str, Any], names: set[str], data: st.DataObject
+) -> None:
+    # A client fixes its request in one round trip: a wrong currency does not hide a zero amount.
+    for name in sorted(names):
+        body[name] = data.draw(INVALID_ON_THEIR_OWN[name], label=name)
+    with pytest.raises(ValidationError) as refused:
+        schema().load(body)
+    fields = _flatten(refused.value.messages)  # what the API's `error.fields` and the portal show
+    assert names <= set(fields)
+    assert all(problems and all(isinstance(p, str) and p for p in problems) for problems in fields.values())
+
+
+# --- what the API writes, it reads back ------------------------------------------------------
+
+
+@PROFILE
+@given(st.sampled_from([*CURRENCIES, "KWD", "CLF"]), st.data())
+def test_an_amount_as_the_api_writes_it_parses_back_to_the_same_amount(currency: str, data: st.DataObject) -> None:
+    text = data.draw(amounts(max_places=minor_unit(currency), maximum=MAX_AMOUNT + 1))
+    # As the database hands it back: every amount column has STORAGE_SCALE decimals.
+    stored = parse_amount(text).quantize(Decimal(1).scaleb(-STORAGE_SCALE))
+
+    written = money(stored, currency)
+
+    assert written == plain(parse_amount(text), minor_unit(currency))  # "125.50", "1000", never "1E+3"
+    assert parse_amount(written) == parse_amount(text)
+    assert parse_amount(money(parse_amount(written), currency)) == parse_amount(written)
+
+
+@PROFILE
+@given(valid_requests())
+def test_a_request_rebuilt_from_what_the_api_answers_is_the_same_request(body: dict[str, Any]) -> None:
+    data = schema().load(body)
+    answered = {**body, "amount": money(data["amount"], data["from_currency"])}  # as in the 202 answer
+    again = schema().load(answered)
+    assert again == data
+    request = ExchangeRequest(again["account"], again["from_currency"], again["to_currency"], again["amount"])
+    original = ExchangeRequest(data["account"], data["from_currency"], data["to_currency"], data["amount"])
+    assert request.fingerprint() == original.fingerprint()  # a retry with the answered body replays

@@ -39,7 +39,13 @@ def register(app: Flask) -> None:
     def _http_error(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500
         code = (error.name or "error").lower().replace(" ", "_")
-        return error_response(status, code, error.description or error.name)
+        response, status = error_response(status, code, error.description or error.name)
+        # Keep what the exception says beyond its body: a 405's `Allow` (RFC 9110 requires it),
+        # a 429's `Retry-After`. Its Content-Type is for the HTML body it no longer has.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> tuple[Response, int]:

@@ -36,8 +36,18 @@ ERRORS = {
 }
 
 
+#: Headers an error answer always carries, besides its `Error` body.
+ERROR_HEADERS = {
+    "401": {"WWW-Authenticate": {"description": "How to authenticate: `Bearer realm=\"fx\"`.", "required": True,
+                                 "schema": {"type": "string"}}},
+    "429": {"Retry-After": {"description": "Seconds until the limit resets.", "required": True,
+                            "schema": {"type": "integer", "minimum": 0}}},
+}
+
+
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: {"description": ERRORS[code], "content": {"application/json": {"schema": "Error"}}}
+    return {code: {"description": ERRORS[code], "content": {"application/json": {"schema": "Error"}},
+                   **({"headers": ERROR_HEADERS[code]} if code in ERROR_HEADERS else {})}
             for code in codes}
 
 
@@ -82,7 +92,11 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {"schema": "ExchangeRequest"}}},
         "responses": {
             "202": {"description": "Accepted; follow `status_url`.",
-                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "headers": {"Location": {"description": "The same as `status_url`.", "required": True,
+                                             "schema": {"type": "string"}},
+                                "Idempotent-Replayed": {"description": "Present on a replay of an earlier request "
+                                                                       "with the same Idempotency-Key and body.",
+                                                        "schema": {"type": "string", "enum": ["true"]}}},
                     "content": {"application/json": {"schema": "ExchangeAccepted"}}},
             **_errors("400", "401", "404", "409", "413", "422", "429"),
         },
@@ -107,6 +121,11 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     }})
     document = spec.to_dict()
     document["components"]["schemas"]["ExchangeRequest"]["properties"] = properties
+    # apispec writes a nullable Nested as `anyOf: [{type: object, nullable}, {$ref}]`, which any
+    # object satisfies; say exactly "a TimelineEvent, or null".
+    document["components"]["schemas"]["Timeline"]["properties"]["trouble"] = {
+        "nullable": True, "allOf": [{"$ref": "#/components/schemas/TimelineEvent"}],
+        "description": "The latest failed, retrying or parked event; null when nothing went wrong."}
     return document
 
 

@@ -6,10 +6,12 @@ each render carries a fresh hidden key, so a double submit replays instead of do
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
@@ -23,6 +25,9 @@ from web.auth import SESSION_CUSTOMER, portal_customer
 from web.csrf import check_csrf
 
 bp = Blueprint("portal", __name__, template_folder="templates")
+
+#: A rendered form's idempotency key: a UUID.
+FORM_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: The steps a customer sees, in order.
 PROGRESS = ("pending", "quoted", "debited", "credited", "completed")
@@ -46,6 +51,18 @@ def _customer_id() -> uuid.UUID:
     return uuid.UUID(portal_customer())
 
 
+def is_local_path(target: str) -> bool:
+    r"""True for a path on this site; never an open redirect.
+
+    Browsers read a backslash as a slash and drop tabs and newlines, so `/\evil.example`
+    and `/<TAB>/evil.example` lead to another host as surely as `//evil.example` does.
+    """
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return False
+    parts = urlsplit(target)
+    return target.startswith("/") and not target.startswith("//") and not parts.scheme and not parts.netloc
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     error = None
@@ -56,8 +73,7 @@ def login() -> Any:
             session.clear()  # a fresh session on sign-in: no fixation
             session[SESSION_CUSTOMER] = str(principal.customer_id)
             target = request.args.get("next", "")
-            local = target.startswith("/") and not target.startswith("//")  # never an open redirect
-            return redirect(target if local else url_for("portal.home"))
+            return redirect(target if is_local_path(target) else url_for("portal.home"))
         error = "Wrong e-mail or password."
     return render_template("portal/login.html", error=error), 401 if error else 200
 
@@ -97,6 +113,10 @@ def submit_exchange() -> Any:
     form = {name: request.form.get(name, "") for name in ("account", "from_currency", "to_currency", "amount")}
     from web.api import _flatten, _schema
 
+    form_key = request.form.get("form_key", "")
+    if not FORM_KEY.fullmatch(form_key):
+        # Every rendered form carries its own key; without one, a double submit could not be told apart.
+        return _home(form, {"form": ["This form is out of date; please submit it again."]}, 400)
     try:
         data = _schema().load(form)
     except ValidationError as error:
@@ -106,7 +126,7 @@ def submit_exchange() -> Any:
             _engine(),
             exchanges.ExchangeRequest(data["account"], data["from_currency"], data["to_currency"], data["amount"]),
             queue=current_app.extensions["fx.settings"].queue_name,
-            idempotency_key="form:" + request.form.get("form_key", ""),
+            idempotency_key="form:" + form_key,
             owner=_customer_id(),
         )
     except ExchangeServiceError as refusal:

@@ -58,9 +58,11 @@ class ExchangeRequestSchema(Schema):
         if source and target and source == target:
             errors["to_currency"] = ["Must differ from from_currency."]
         amount = data.get("amount")
-        if amount is not None and source:
+        if amount is not None:
             try:
-                check_amount(amount, source, self.max_amount)
+                # Without a valid source currency, the bounds are still checked: every
+                # wrong field is named in one answer.
+                check_amount(amount, source or None, self.max_amount)
             except AmountError as error:
                 errors["amount"] = [str(error)]
         if errors:

@@ -1,0 +1,185 @@
+"""The portal in a real browser, with the whole system moving the money: Playwright drives Chromium.
+
+The app runs as `make run` runs it (embedded.py): a real HTTP server, the outbox relay and
+an in-process Dramatiq worker as threads, the bank service on a free port, all on one
+SQLite file. A customer signs in, submits an exchange through the form, and watches its
+page (it refreshes itself) until the exchange is `completed`. The screenshot of the
+balances afterwards is docs/portal.png, shown in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from conftest import IN_CI, settings_for
+from dramatiq import Worker
+from sqlalchemy import Engine
+from werkzeug.serving import make_server
+
+from app import create_app
+from jobs import runtime
+from jobs.broker import build_broker, install
+from outbox.daemon import build_relay
+from services.accounts import open_account
+from services.credentials import create_customer
+from tests.workflow_support import bank_server
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "portal.png"
+#: Bounds, not expectations: the exchange completes in a few seconds; a loaded machine may take far longer.
+COMPLETED_WITHIN_MS = 90_000
+PAGE_TIMEOUT_MS = 30_000
+#: A screenshot of a real page is tens of kilobytes; a blank one is a few.
+MIN_SCREENSHOT_BYTES = 20_000
+EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
+
+
+def need(what: str, available: bool) -> None:
+    if not available:
+        message = f"{what} is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Portal:
+    url: str
+    account: str
+
+
+def bind_actors(broker: dramatiq.Broker) -> None:
+    """Declare the real actors on `broker`; an earlier test may have bound them to its own."""
+    import jobs.actors
+
+    for actor in jobs.actors.ACTORS.values():
+        if actor.broker is not broker:
+            actor.broker = broker
+            broker.declare_actor(actor)
+
+
+@pytest.fixture
+def portal(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Portal]:
+    """The embedded system (embedded.run_embedded's wiring) on the test's SQLite file."""
+    with bank_server(tmp_path) as bank_url:
+        settings = settings_for(sqlite_engine, bank_url=bank_url, relay_poll_interval_seconds=0.2,
+                                step_min_backoff_ms=100, step_max_backoff_ms=1_000)
+        customer = create_customer(sqlite_engine, "Ada Lovelace", email=EMAIL, password=PASSWORD)
+        account = open_account(sqlite_engine, "Ada Lovelace",
+                               {"CAD": Decimal("10000.00"), "USD": Decimal("2500.00"), "EUR": Decimal("1000.00")},
+                               customer_id=customer)
+        previous_broker = dramatiq.get_broker()
+        runtime.configure(runtime.build_workflow(settings, sqlite_engine, bank_url))
+        broker = install(build_broker(settings))
+        bind_actors(broker)
+        broker.declare_queue(settings.queue_name)
+        worker = Worker(broker, worker_threads=2, worker_timeout=100)
+        worker.start()
+        relay = build_relay(settings, sqlite_engine, broker)
+        relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
+        relay_thread.start()
+        app = create_app(settings)
+        app.extensions["fx.engine"].dispose()
+        app.extensions["fx.engine"] = sqlite_engine
+        app.extensions["fx.bank"] = runtime.bank_client(settings, bank_url)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        server_thread = threading.Thread(target=server.serve_forever, name="portal-server", daemon=True)
+        server_thread.start()
+        try:
+            yield Portal(f"http://127.0.0.1:{server.server_port}", str(account))
+        finally:
+            server.shutdown()
+            server_thread.join()
+            relay.stop()
+            relay_thread.join(timeout=10)
+            worker.stop()
+            broker.close()
+            runtime._workflow = None
+            dramatiq.set_broker(previous_broker)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    need(CHROMIUM, os.path.exists(CHROMIUM))
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the test extra installs it
+        need("the playwright package", False)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_a_customer_signs_in_exchanges_through_the_form_and_watches_it_complete(
+    portal: Portal, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+
+    page.goto(f"{portal.url}/")
+    assert page.url == f"{portal.url}/login?next=/"  # the balances need a sign-in first
+    page.fill("#email", EMAIL)
+    page.fill("#password", PASSWORD + "!")
+    page.click("button.primary")
+    expect(page.get_by_role("alert")).to_have_text("Wrong e-mail or password.")
+    page.fill("#email", EMAIL)
+    page.fill("#password", PASSWORD)
+    page.click("button.primary")
+    page.wait_for_url(f"{portal.url}/")
+    expect(page.locator("h1")).to_have_text("Hello, Ada Lovelace")
+    expect(page.locator("table").first).to_contain_text("10000.00")
+
+    page.select_option("#from_currency", "CAD")
+    page.select_option("#to_currency", "USD")
+    page.fill("#amount", "250.001")
+    page.click("#submit")
+    expect(page.locator("#amount-error")).to_have_text("CAD allows at most 2 decimal places.")
+    page.fill("#amount", "250.00")
+    page.click("#submit")
+
+    page.wait_for_url(f"{portal.url}/exchanges/*")
+    exchange_url = page.url
+    expect(page.locator("h1")).to_contain_text("250.00 CAD")
+    # The page refreshes itself each second until the exchange is done.
+    expect(page.locator("#state")).to_have_text("completed", timeout=COMPLETED_WITHIN_MS)
+    expect(page.locator("h1")).to_have_text("250.00 CAD → 182.75 USD")  # at the built-in 0.7310 USD per CAD
+    expect(page.locator(".steps span.now")).to_have_text("completed")
+
+    page.click("text=Back to your balances")
+    page.wait_for_url(f"{portal.url}/")
+    balances = page.locator("table").first
+    expect(balances).to_contain_text("9750.00")
+    expect(balances).to_contain_text("2682.75")
+    expect(page.locator(f'a[href="{exchange_url.removeprefix(portal.url)}"]')).to_have_text("250.00 CAD → 182.75 USD")
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    data = SCREENSHOT.read_bytes()
+    width, height = png_size(data)
+    assert width == 1100 and height >= 600
+    assert len(data) > MIN_SCREENSHOT_BYTES
