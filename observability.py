@@ -45,7 +45,6 @@ def init_sentry(settings: Settings, *, component: str, dramatiq: bool = False, *
         environment=settings.environment,
         integrations=integrations,
         traces_sample_rate=settings.sentry_traces_sample_rate,
-        send_default_pii=False,
         **options,
     )
     sentry_sdk.set_tag("component", component)
