@@ -25,6 +25,7 @@ from database import make_engine
 from models import Base
 from services.accounts import HOUSE_ACCOUNT_ID, open_account
 from services.credentials import Role, create_customer, issue_api_key
+from services.workflow import Workflow
 from settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -153,3 +154,20 @@ def anonymous_client(app: Flask) -> FlaskClient:
 def funded_account(engine: Engine, customer: ApiCustomer) -> uuid.UUID:
     return open_account(engine, "Test Customer", {"CAD": Decimal("1000.00"), "USD": Decimal("50.00")},
                         customer_id=customer.id)
+
+
+@pytest.fixture
+def bank_url(tmp_path: Path) -> Iterator[str]:
+    """The real bank service over HTTP, in a thread, with its own SQLite file."""
+    from tests.workflow_support import bank_server
+
+    with bank_server(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def wf(engine: Engine, bank_url: str) -> Workflow:
+    """The workflow on this test's engine and bank: 5 s leases, 3 credit attempts."""
+    from tests.ops_support import make_workflow
+
+    return make_workflow(engine, bank_url)

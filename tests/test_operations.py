@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from conftest import settings_for
@@ -32,25 +30,13 @@ from tests.ops_support import (
     OPEN_STATES,
     events,
     exchange_in,
-    make_workflow,
     messages_for,
     row_of,
 )
-from tests.workflow_support import bank_server, drive, run_step, state_of
+from tests.workflow_support import drive, run_step, state_of
 
 QUEUE = "exchanges"
 ALL_STATES = OPEN_STATES + CLOSED_STATES
-
-
-@pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    with bank_server(tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def wf(engine: Engine, bank_url: str) -> Workflow:
-    return make_workflow(engine, bank_url)
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ Time is moved by rewriting `updated_at` / `claimed_until`, never by sleeping.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -29,11 +27,10 @@ from tests.ops_support import (
     events,
     exchange_in,
     kill_worker_mid_step,
-    make_workflow,
     messages_for,
     row_of,
 )
-from tests.workflow_support import bank_server, drive, state_of
+from tests.workflow_support import drive, state_of
 
 QUEUE = "exchanges"
 STUCK_AFTER = timedelta(minutes=2)
@@ -41,17 +38,6 @@ STUCK_AFTER = timedelta(minutes=2)
 LONG_AGO = timedelta(minutes=10)
 #: Nothing listens on port 1.
 UNREACHABLE_BANK_URL = "http://127.0.0.1:1"
-
-
-@pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    with bank_server(tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def wf(engine: Engine, bank_url: str) -> Workflow:
-    return make_workflow(engine, bank_url)
 
 
 @pytest.fixture

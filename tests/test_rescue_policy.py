@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -21,13 +19,7 @@ from services import invariants
 from services.accounts import open_account
 from services.claims import Claim, claim
 from services.workflow import RescuePolicy, StepResult, Workflow, WorkflowConfig
-from tests.workflow_support import accept, bank_server, drive, run_step, state_of
-
-
-@pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    with bank_server(tmp_path) as url:
-        yield url
+from tests.workflow_support import accept, drive, run_step, state_of
 
 
 def workflow(engine: Engine, bank_url: str, policy: RescuePolicy | None = None) -> Workflow:

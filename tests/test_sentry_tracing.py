@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -39,7 +38,7 @@ from outbox.relay import Relay
 from services.accounts import open_account
 from services.workflow import Workflow, WorkflowConfig
 from tests.ops_support import BANK_TIMEOUT_SECONDS, bank_for
-from tests.workflow_support import bank_server, state_of
+from tests.workflow_support import state_of
 
 QUEUE = "exchanges"
 #: A DSN that is never contacted: the transport below keeps every envelope in memory.
@@ -100,12 +99,6 @@ def sentry(engine: Engine) -> Iterator[CollectingTransport]:
         sentry_sdk.get_global_scope().set_client(None)
         sentry_sdk.get_isolation_scope().remove_tag("component")
     assert not sentry_sdk.get_client().is_active()
-
-
-@pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    with bank_server(tmp_path) as url:
-        yield url
 
 
 class FlakyBank(BankClient):

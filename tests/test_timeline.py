@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from conftest import ApiCustomer
@@ -22,19 +20,8 @@ from outbox.relay import Relay
 from services import timeline
 from services.accounts import open_account
 from services.workflow import StepDeferred, Workflow
-from tests.ops_support import exchange_in, make_workflow
-from tests.workflow_support import bank_server, drive, run_step
-
-
-@pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    with bank_server(tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def wf(engine: Engine, bank_url: str) -> Workflow:
-    return make_workflow(engine, bank_url)
+from tests.ops_support import exchange_in
+from tests.workflow_support import drive, run_step
 
 
 @pytest.fixture

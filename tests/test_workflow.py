@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, update
@@ -21,28 +19,23 @@ from services import invariants
 from services.accounts import open_account
 from services.claims import claim
 from services.workflow import StepDeferred, StepResult, Workflow, WorkflowConfig
-from tests.workflow_support import accept, bank_server, drive, run_step, state_of
+from tests.workflow_support import accept, drive, run_step, state_of
 
 
 @pytest.fixture
-def bank_url(tmp_path: Path) -> Iterator[str]:
-    with bank_server(tmp_path) as url:
-        yield url
+def account(engine: Engine) -> uuid.UUID:
+    return open_account(engine, "Workflow Customer", {"CAD": Decimal("1000.00")})
 
 
 @pytest.fixture
 def wf(engine: Engine, bank_url: str) -> Workflow:
+    """Short bank timeouts: these tests stall the bank's answer past them."""
     return Workflow(
         engine=engine,
         bank=BankClient(bank_url, connect_timeout=0.5, read_timeout=0.5),
         rates=TableRateProvider(DEFAULT_USD_VALUES),
         config=WorkflowConfig(lease=timedelta(seconds=5), credit_max_attempts=3),
     )
-
-
-@pytest.fixture
-def account(engine: Engine) -> uuid.UUID:
-    return open_account(engine, "Workflow Customer", {"CAD": Decimal("1000.00")})
 
 
 def balance(engine: Engine, account: uuid.UUID, currency: str) -> tuple[Decimal, Decimal]:
