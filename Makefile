@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-relay browser
+.PHONY: run test lint bench-relay bench-chaos bench-e2e browser
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,3 +27,11 @@ test: $(STAMP) browser
 
 bench-relay: $(STAMP)
 	$(BIN)/python -m bench.relay
+
+# The topology under kill -9, bank faults, a Redis restart and dropped connections;
+# ours and the naive design side by side (README.md, "Proof under fire").
+bench-chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --design both
+
+bench-e2e: $(STAMP)
+	$(BIN)/python -m bench.e2e
