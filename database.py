@@ -28,8 +28,15 @@ def make_engine(
     pool_size: int = 10,
     max_overflow: int = 20,
     idle_in_transaction_timeout_ms: int = IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    pre_ping: bool = True,
     **kwargs: Any,
 ) -> Engine:
+    """An engine for `url`.
+
+    `pre_ping` checks each connection at checkout (one more round trip and transaction on
+    PostgreSQL): the web keeps it, so a failover costs no request an error. Relays and
+    workers turn it off: a dead connection fails one batch or one step, which they retry.
+    """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
     options = f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"
@@ -40,7 +47,7 @@ def make_engine(
         max_overflow=max_overflow,
         # A connection killed by a failover or pg_terminate_backend is noticed at
         # checkout instead of failing the next request.
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         **kwargs,
     )

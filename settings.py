@@ -75,7 +75,7 @@ class Settings:
     relay_poll_interval_seconds: float = 1.0
     relay_retention_hours: int = 72
     relay_max_backoff_seconds: float = 30.0
-    relay_coalesce_ms: int = 0
+    relay_coalesce_ms: int = 5
     #: Serve Prometheus metrics on this port from the relay process (0: off).
     relay_metrics_port: int = 0
     #: Serve Dramatiq's Prometheus metrics from worker processes on this port (0: off).
@@ -178,7 +178,7 @@ class Settings:
             relay_poll_interval_seconds=_float(env, "RELAY_POLL_INTERVAL_SECONDS", 1.0, minimum=0.01),
             relay_retention_hours=_int(env, "RELAY_RETENTION_HOURS", 72, minimum=1),
             relay_max_backoff_seconds=_float(env, "RELAY_MAX_BACKOFF_SECONDS", 30.0, minimum=0.1),
-            relay_coalesce_ms=_int(env, "RELAY_COALESCE_MS", 0),
+            relay_coalesce_ms=_int(env, "RELAY_COALESCE_MS", 5),
             relay_metrics_port=_int(env, "RELAY_METRICS_PORT", 0),
             worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 0),
             queue_name=env.get("QUEUE_NAME") or "exchanges",

@@ -23,7 +23,8 @@ _lock = threading.Lock()
 
 
 def build_workflow(settings: Settings, engine: Engine | None = None, bank_url: str | None = None) -> Workflow:
-    engine = engine or make_engine(settings.database_url, **settings.engine_options())
+    # No pre-ping: a step on a dead connection fails and Dramatiq retries it.
+    engine = engine or make_engine(settings.database_url, pre_ping=False, **settings.engine_options())
     rates = {**DEFAULT_USD_VALUES, **parse_rate_table(settings.fx_rates)}
     return Workflow(
         engine=engine,

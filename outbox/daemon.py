@@ -11,7 +11,7 @@ import dramatiq
 from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
-from database import is_postgres
+from database import is_postgres, make_engine
 from outbox.publisher import publisher_for
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
@@ -44,6 +44,10 @@ def run_daemon(settings: Settings, engine: Engine) -> None:
     """Run until SIGTERM or SIGINT; the batch in hand is committed before exiting."""
     if settings.embedded_broker:
         raise SystemExit("the relay daemon needs BROKER_URL (or REDIS_URL); `make run` relays in-process")
+    if is_postgres(engine):
+        # Its own small pool without pre-ping: a batch on a dead connection fails and is retried.
+        engine = make_engine(settings.database_url, pool_size=2, max_overflow=2, pre_ping=False,
+                             idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms)
     relay = build_relay(settings, engine)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

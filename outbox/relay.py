@@ -56,8 +56,8 @@ class RelayConfig:
     poll_interval_seconds: float = 1.0
     max_backoff_seconds: float = 30.0
     retention: timedelta = timedelta(hours=72)
-    #: After a wake-up, let rows written meanwhile join the batch (fewer, larger batches).
-    coalesce_seconds: float = 0.0
+    #: After a wake-up under load, let rows written meanwhile join the batch (fewer, larger batches).
+    coalesce_seconds: float = 0.005
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.poll_interval_seconds <= 0 or self.max_backoff_seconds <= 0:
@@ -97,6 +97,7 @@ class Relay:
         self.name = name or f"relay@{socket.gethostname()}:{os.getpid()}"
         self.stopping = threading.Event()
         self.totals = {"published": 0, "failed_batches": 0, "purged": 0}
+        self.last_batch = 0
 
     def run_once(self) -> BatchResult:
         """Publish one batch: claim, publish, mark published, commit.
@@ -163,6 +164,7 @@ class Relay:
                 log.exception("unexpected error in a relay batch")
                 result = BatchResult(error=f"{type(error).__name__}: {error}")
             self.totals["published"] += result.published
+            self.last_batch = result.published
             if result.error:
                 self.totals["failed_batches"] += 1
                 delay = backoff.next_delay()
@@ -190,5 +192,7 @@ class Relay:
             self.stopping.wait(self.config.poll_interval_seconds)
             return
         woken = self.waiter.wait(self.config.poll_interval_seconds)
-        if woken and self.config.coalesce_seconds and not self.stopping.is_set():
+        # Under load (the last batch had company), let the rows written meanwhile join the
+        # next batch; an idle system's single row goes at once.
+        if woken and self.last_batch > 1 and self.config.coalesce_seconds and not self.stopping.is_set():
             time.sleep(self.config.coalesce_seconds)

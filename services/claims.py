@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select, update
+from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 
 from domain.states import ExchangeState, check_transition
 from models import exchanges as t
@@ -59,6 +59,25 @@ _RETURNING = (
 )
 
 
+#: Built once: the claim runs on every step, and building the statement costs more than running it.
+_CLAIM = (
+    update(t)
+    .where(t.c.id == bindparam("c_id"), t.c.state == bindparam("c_expected"),
+           or_(t.c.claimed_until.is_(None), t.c.claimed_until < bindparam("c_now")))
+    .values(
+        step=bindparam("c_step"),
+        attempt=case((t.c.step == bindparam("c_step"), t.c.attempt + 1), else_=1),
+        claimed_by=bindparam("c_worker"),
+        claimed_until=bindparam("c_until"),
+        claim_token=t.c.claim_token + 1,
+        # SET reads the row as it was: a claim still set here expired without a result.
+        rescued_from=case((t.c.claimed_until.is_not(None), func.coalesce(t.c.claimed_by, "?")), else_=None),
+        updated_at=bindparam("c_now"),
+    )
+    .returning(*_RETURNING)
+)
+
+
 def claim(
     conn: Connection,
     exchange_id: uuid.UUID,
@@ -70,22 +89,8 @@ def claim(
     now: datetime,
 ) -> Claim | Busy | None:
     """Claim the step; None when the exchange is no longer in `expected` (a duplicate: ack it)."""
-    row = conn.execute(
-        update(t)
-        .where(t.c.id == exchange_id, t.c.state == expected,
-               or_(t.c.claimed_until.is_(None), t.c.claimed_until < now))
-        .values(
-            step=step,
-            attempt=case((t.c.step == step, t.c.attempt + 1), else_=1),
-            claimed_by=worker,
-            claimed_until=now + lease,
-            claim_token=t.c.claim_token + 1,
-            # SET reads the row as it was: a claim still set here expired without a result.
-            rescued_from=case((t.c.claimed_until.is_not(None), func.coalesce(t.c.claimed_by, "?")), else_=None),
-            updated_at=now,
-        )
-        .returning(*_RETURNING)
-    ).first()
+    row = conn.execute(_CLAIM, {"c_id": exchange_id, "c_expected": expected, "c_now": now, "c_step": step,
+                                "c_worker": worker, "c_until": now + lease}).first()
     if row is not None:
         return Claim(exchange_id, step, row[0], row[1], expected, *row[2:])
     current = conn.execute(

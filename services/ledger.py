@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import BindParameter, Connection, Insert, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.ledger import Posting
@@ -17,18 +18,36 @@ class BalanceMismatch(RuntimeError):
     """A balance row did not hold what the exchange's state says it must: a bug, never retried."""
 
 
+_ENTRY_COLUMNS = ("account_id", "currency", "amount")
+
+
+@functools.cache
+def _insert_entries(count: int) -> Insert:
+    """A multi-row INSERT of `count` entries with bound parameters, built once per size."""
+    c = ledger_entries.c
+
+    def param(name: str, column: str) -> BindParameter[object]:
+        return bindparam(name, type_=c[column].type)  # typed: multi-row VALUES do not infer it
+
+    return insert(ledger_entries).values([
+        {"posting_id": param("posting_id", "posting_id"), "exchange_id": param("exchange_id", "exchange_id"),
+         "kind": param("kind", "kind"), "created_at": param("created_at", "created_at"),
+         **{column: param(f"{column}_{i}", column) for column in _ENTRY_COLUMNS}}
+        for i in range(count)
+    ])
+
+
 def post(conn: Connection, posting: Posting, *, exchange_id: uuid.UUID | None, now: datetime) -> uuid.UUID:
     posting_id = uuid.uuid4()
     # One multi-row INSERT, not an executemany: psycopg pipelines an executemany and ends it
     # with a Flush after the Sync, which leaves PostgreSQL's idle_in_transaction_session_timeout
     # disarmed, so a worker frozen right after posting would hold its row locks indefinitely.
-    conn.execute(
-        insert(ledger_entries).values([
-            {"posting_id": posting_id, "exchange_id": exchange_id, "account_id": e.account_id,
-             "currency": e.currency, "amount": e.amount, "kind": posting.kind, "created_at": now}
-            for e in posting.entries
-        ])
-    )
+    params: dict[str, object] = {"posting_id": posting_id, "exchange_id": exchange_id, "kind": posting.kind,
+                                 "created_at": now}
+    for i, entry in enumerate(posting.entries):
+        params.update({f"account_id_{i}": entry.account_id, f"currency_{i}": entry.currency,
+                       f"amount_{i}": entry.amount})
+    conn.execute(_insert_entries(len(posting.entries)), params)
     return posting_id
 
 
