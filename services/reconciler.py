@@ -32,8 +32,10 @@ from settings import Settings
 
 log = logging.getLogger("reconciler")
 
-#: Exchanges re-enqueued per pass at most, so a backlog is worked off in bounded steps.
-REQUEUE_BATCH = 200
+#: Exchanges re-enqueued per pass at most. An exchange merely waiting behind a long queue
+#: looks stuck too; a small cap keeps the spare messages a backlog draws (each one absorbed
+#: by the step claim) well below the system's throughput, so a backlog cannot feed itself.
+REQUEUE_BATCH = 50
 
 
 @dataclass(frozen=True)
