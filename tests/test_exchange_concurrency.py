@@ -7,6 +7,7 @@ balance is the only thing that stands between them and an overdraft.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import threading
@@ -24,6 +25,7 @@ from werkzeug.serving import make_server
 from models import balances, exchange_events, exchanges, outbox_messages
 from services.accounts import open_account
 from tests.conftest import ApiCustomer
+from tests.support.race import all_at_once
 
 #: A generous bound on one request, so a deadlock fails the test instead of hanging it.
 REQUEST_TIMEOUT_SECONDS = 60
@@ -57,24 +59,7 @@ def post_json(address: tuple[str, int], path: str, body: dict[str, Any],
 def race(address: tuple[str, int], bodies: list[dict[str, Any]],
          headers: dict[str, str]) -> list[tuple[int, dict[str, Any]]]:
     """POST every body from its own thread, all released at once; answers in body order."""
-    barrier = threading.Barrier(len(bodies))
-    answers: list[Any] = [None] * len(bodies)
-
-    def send(index: int) -> None:
-        barrier.wait()
-        try:
-            answers[index] = post_json(address, "/api/exchanges", bodies[index], headers)
-        except Exception as error:  # recorded, so the assertion names it
-            answers[index] = error
-
-    threads = [threading.Thread(target=send, args=(i,), name=f"client-{i}") for i in range(len(bodies))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    failures = [answer for answer in answers if isinstance(answer, Exception)]
-    assert not failures, failures
-    return answers
+    return all_at_once([functools.partial(post_json, address, "/api/exchanges", body, headers) for body in bodies])
 
 
 @contextmanager

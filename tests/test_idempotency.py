@@ -7,8 +7,8 @@ client error; two requests racing with one key still make exactly one exchange.
 
 from __future__ import annotations
 
-import threading
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 from models import balances, exchange_events, exchanges, ledger_entries, outbox_messages
 from services.accounts import open_account
 from tests.conftest import ApiCustomer
+from tests.support.race import all_at_once
 
 
 def exchange_body(account: uuid.UUID, amount: str = "100.00", to_currency: str = "USD") -> dict[str, str]:
@@ -147,28 +148,18 @@ def test_a_refused_request_does_not_use_up_its_key(
 
 def race(app: Flask, requests: list[tuple[dict[str, str], str]], customer: ApiCustomer) -> list[Any]:
     """Send each (body, key) from its own thread and test client, all released at once."""
-    barrier = threading.Barrier(len(requests))
-    answers: list[Any] = [None] * len(requests)
 
-    def send(index: int) -> None:
+    def sender(body: dict[str, str], key: str) -> Callable[[], Any]:
         client = app.test_client()
         client.environ_base["HTTP_AUTHORIZATION"] = customer.headers["Authorization"]
-        body, key = requests[index]
-        barrier.wait()
-        try:
-            response = post(client, body, key)
-            answers[index] = (response.status_code, response.get_json(), dict(response.headers))
-        except Exception as error:  # recorded, so the assertion names it
-            answers[index] = error
 
-    threads = [threading.Thread(target=send, args=(i,), name=f"client-{i}") for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    failures = [answer for answer in answers if isinstance(answer, Exception)]
-    assert not failures, failures
-    return answers
+        def send() -> Any:
+            response = post(client, body, key)
+            return response.status_code, response.get_json(), dict(response.headers)
+
+        return send
+
+    return all_at_once([sender(body, key) for body, key in requests])
 
 
 # 600.00 of 1000.00: after the winner's hold, the rest of the balance could not pay for a
