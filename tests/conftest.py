@@ -28,6 +28,9 @@ from services.credentials import Role, create_customer, issue_api_key
 from services.workflow import Workflow
 from settings import Settings
 
+#: Fixtures shared by the relay tests (a queue of their own on the relay's Redis database).
+pytest_plugins = ["tests.support.relay_redis"]
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -15,11 +15,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis
-from conftest import RABBITMQ_URL, REDIS_URL, unavailable
+from conftest import RABBITMQ_URL, unavailable
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -33,34 +32,13 @@ from outbox import relay as relay_module
 from outbox import store, writer
 from outbox.publisher import TRACE_OPTION, BrokerPublisher, RedisPipelinePublisher
 from outbox.relay import BatchResult, Relay, RelayConfig
+from tests.support.relay_redis import RELAY_REDIS_URL
 
-#: A Redis database of the relay tests' own on the shared server.
-RELAY_REDIS_DB = 9
-RELAY_REDIS_URL = urlsplit(REDIS_URL)._replace(path=f"/{RELAY_REDIS_DB}").geturl()
 #: Nothing listens on port 1: a broker that refuses every connection.
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
 ACTOR = "convert"
 #: A generous bound on waiting for threads, so a deadlock fails instead of hanging.
 DEADLINE_SECONDS = 30
-
-
-@pytest.fixture
-def queue() -> str:
-    return f"relay-test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def redis_client(queue: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(RELAY_REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        client.close()
-        unavailable("Redis", error)
-    forget_queue(client, queue)
-    yield client
-    forget_queue(client, queue)
-    client.close()
 
 
 @pytest.fixture
@@ -91,13 +69,6 @@ def rabbitmq_broker(queue: str) -> Iterator[RabbitmqBroker]:
     for name in (queue, dq_name(queue), xq_name(queue)):
         broker.channel.queue_delete(name)
     broker.close()
-
-
-def forget_queue(client: redis.Redis, queue: str) -> None:
-    """Delete this test's keys only: other sessions may be using the same Redis database."""
-    keys = list(client.scan_iter(match=f"dramatiq:{queue}*"))
-    if keys:
-        client.delete(*keys)
 
 
 def write(

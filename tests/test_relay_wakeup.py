@@ -20,11 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import pytest
 import redis
-from conftest import REDIS_URL, unavailable
 from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, select, text
@@ -35,10 +33,9 @@ from outbox import writer
 from outbox.publisher import BrokerPublisher, Publisher
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
+from tests.support.relay_redis import RELAY_REDIS_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: The Redis database test_relay.py uses too; each test cleans up only its own queue's keys.
-RELAY_REDIS_URL = urlsplit(REDIS_URL)._replace(path="/9").geturl()
 ACTOR = "convert"
 #: Far longer than any wake-up needs: returning before it proves a notification woke us.
 LONG_WAIT_SECONDS = 30.0
@@ -46,11 +43,6 @@ LONG_WAIT_SECONDS = 30.0
 DEADLINE_SECONDS = 20.0
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def queue() -> str:
-    return f"relay-test-{uuid.uuid4().hex[:12]}"
 
 
 def tagged(engine: Engine) -> Engine:
@@ -244,21 +236,6 @@ def test_stop_ends_a_relay_that_is_waiting_for_work(engine: Engine) -> None:
         pass  # started, caught up with an empty outbox, and waiting
 
     assert relay.totals == {"published": 0, "failed_batches": 0, "purged": 0}
-
-
-@pytest.fixture
-def redis_client(queue: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(RELAY_REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        client.close()
-        unavailable("Redis", error)
-    yield client
-    keys = list(client.scan_iter(match=f"dramatiq:{queue}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def daemon_env(database_url: str) -> dict[str, str]:
