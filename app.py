@@ -6,17 +6,16 @@ from typing import Any
 
 from flask import Flask
 
-import commands
-import observability
-from database import make_engine
-from jobs.runtime import bank_client
+import bootstrap
+import cli
+from infra import observability
 from settings import Settings
 from web import api, errors, limits, metrics, openapi, ops, portal
 from web.csrf import csrf_token
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env()
+    settings = settings or bootstrap.load_settings()
     observability.configure_logging(settings)
     observability.init_sentry(settings, component="web")
 
@@ -27,20 +26,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["fx.settings"] = settings
-    app.extensions["fx.engine"] = make_engine(settings.database_url, **settings.engine_options())
-
-    app.extensions["fx.bank"] = bank_client(settings)
+    app.extensions["fx.engine"] = bootstrap.build_engine(settings, bootstrap.Role.WEB)
+    app.extensions["fx.bank"] = bootstrap.build_bank(settings)
     app.jinja_env.globals["csrf_token"] = csrf_token
 
     errors.register(app)
     limits.install(app, settings, api.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(ops.bp)
-    app.register_blueprint(ops.api_bp)
-    app.register_blueprint(metrics.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(portal.bp)
-    commands.register(app)
+    for blueprint in (api.bp, ops.bp, ops.api_bp, metrics.bp, openapi.bp, portal.bp):
+        app.register_blueprint(blueprint)
+    cli.register(app)
     return app
 
 

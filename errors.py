@@ -1,11 +1,44 @@
-"""The domain's errors. Each maps to one HTTP answer in web/errors.py."""
+"""The project's error tree: one root, one branch per part, translated to HTTP in web/errors.py.
+
+    FxError
+    ├── ConfigError         a setting the application cannot run with (one line, exit 2)
+    ├── DomainError         a business rule refused: InvalidTransition, NoRate, AmountError
+    ├── WorkflowError       a step's control flow: LostClaim, StepDeferred, BalanceMismatch
+    ├── BankError           bank/client.py: BankUnavailable, BankRejected, BankOutcomeUnknown
+    ├── OutboxError         outbox/: PublishError, InjectedFault
+    └── ClientError         what a client caused; `status` and `code` are its HTTP answer
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-class ExchangeServiceError(Exception):
+class FxError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(FxError, ValueError):
+    """A setting has a value the application cannot run with."""
+
+
+class DomainError(FxError):
+    """A business rule refused; plain Python, raised by `domain`."""
+
+
+class WorkflowError(FxError):
+    """A step could not finish as it is: retried, rolled back or deferred."""
+
+
+class BankError(FxError):
+    """The bank call did not produce a definite success."""
+
+
+class OutboxError(FxError):
+    """The outbox relay could not hand messages to the broker."""
+
+
+class ClientError(FxError):
     """Base of every error a client can cause; `code` is stable and documented."""
 
     status = 400
@@ -18,17 +51,17 @@ class ExchangeServiceError(Exception):
         self.detail = detail
 
 
-class ValidationFailed(ExchangeServiceError):
+class ValidationFailed(ClientError):
     status = 422
     code = "validation_failed"
 
 
-class MalformedRequest(ExchangeServiceError):
+class MalformedRequest(ClientError):
     status = 400
     code = "malformed_request"
 
 
-class NotFound(ExchangeServiceError):
+class NotFound(ClientError):
     status = 404
     code = "not_found"
 
@@ -41,17 +74,26 @@ class UnknownExchange(NotFound):
     code = "unknown_exchange"
 
 
-class AccountInactive(ExchangeServiceError):
+class Conflict(ClientError):
     status = 409
+    code = "conflict"
+
+
+class AccountInactive(Conflict):
     code = "account_inactive"
 
 
-class InsufficientFunds(ExchangeServiceError):
-    status = 409
+class InsufficientFunds(Conflict):
     code = "insufficient_funds"
 
 
-class IdempotencyKeyReused(ExchangeServiceError):
+class ActionRefused(Conflict):
+    """An operator action the exchange's state does not allow, or that the bank cannot back."""
+
+    code = "action_refused"
+
+
+class IdempotencyKeyReused(ClientError):
     """The same Idempotency-Key came back with a different request body."""
 
     status = 422

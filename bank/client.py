@@ -12,14 +12,11 @@ from decimal import Decimal
 import requests
 from urllib3.exceptions import NewConnectionError
 
-#: Seconds to establish a connection; failing here proves nothing was sent.
-DEFAULT_CONNECT_TIMEOUT_SECONDS = 2.0
-#: Seconds to wait for the answer once the request is sent.
-DEFAULT_READ_TIMEOUT_SECONDS = 5.0
+from errors import BankError
 
+__all__ = ["BankClient", "BankError", "BankOutcomeUnknown", "BankRecord", "BankRejected", "BankTransfer",
+           "BankUnavailable"]
 
-class BankError(Exception):
-    """Base of the bank client's errors."""
 
 
 class BankUnavailable(BankError):
@@ -57,8 +54,8 @@ class BankClient:
         self,
         base_url: str,
         *,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
-        read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+        connect_timeout: float,
+        read_timeout: float,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
@@ -108,10 +105,6 @@ class BankClient:
         if response.status_code >= 400:
             raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
         return _transfer(response.json())
-
-    def transfers_for(self, reference: str) -> list[BankTransfer]:
-        response = self._call("GET", "/transfers", params={"reference": reference})
-        return [_transfer(t) for t in response.json()["transfers"]]
 
     def all_applied(self) -> list[BankRecord]:
         """Every transfer the bank has applied (for reconciliation and the invariant checks)."""

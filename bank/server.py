@@ -18,7 +18,7 @@ from dataclasses import asdict
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from bank.faults import FaultControl
 from bank.store import KeyReused, TransferStore
@@ -26,86 +26,100 @@ from bank.store import KeyReused, TransferStore
 DEFAULT_BANK_DB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance", "bank.db")
 
 
+bp = Blueprint("bank", __name__)
+
+
 def create_app(db_path: str | None = None, seed: int | None = None) -> Flask:
     app = Flask(__name__)
-    store = TransferStore(db_path or os.environ.get("BANK_DB_PATH") or DEFAULT_BANK_DB)
-    faults = FaultControl(seed)
-    app.extensions["bank.store"] = store
-    app.extensions["bank.faults"] = faults
-
-    def problem(status: int, message: str) -> tuple[Response, int]:
-        return jsonify(error=message), status
-
-    @app.post("/transfers")
-    def create_transfer() -> Any:
-        key = request.headers.get("Idempotency-Key", "")
-        if not key:
-            return problem(400, "Idempotency-Key header is required")
-        body = request.get_json(silent=True) or {}
-        try:
-            amount = Decimal(str(body.get("amount")))
-            assert amount > 0
-            fields = {k: str(body[k]) for k in ("reference", "account", "currency")}
-        except (InvalidOperation, AssertionError, KeyError):
-            return problem(422, "reference, account, currency and a positive amount are required")
-        fail, stall = faults.draw()
-        settings = faults.snapshot()
-        if settings.latency_ms:
-            time.sleep(settings.latency_ms / 1000)
-        if fail:
-            return problem(503, "bank unavailable (nothing applied)")
-        try:
-            transfer, replayed = store.apply(key, {**fields, "amount": str(amount)})
-        except KeyReused:
-            return problem(422, "Idempotency-Key reused with a different request")
-        if stall:
-            # Applied, but the answer comes too late: the client times out.
-            time.sleep(settings.stall_ms / 1000)
-        response = jsonify(transfer.as_json())
-        if replayed:
-            response.headers["Idempotent-Replayed"] = "true"
-        return response, 200 if replayed else 201
-
-    @app.post("/transfers/void")
-    def void_transfer() -> Any:
-        body = request.get_json(silent=True) or {}
-        key, reference = body.get("idempotency_key"), body.get("reference", "")
-        if not key:
-            return problem(422, "idempotency_key is required")
-        if faults.snapshot().down:
-            return problem(503, "bank unavailable")
-        return jsonify(store.void(str(key), str(reference)).as_json())
-
-    @app.get("/transfers/by-key/<path:key>")
-    def transfer_by_key(key: str) -> Any:
-        if faults.snapshot().down:
-            return problem(503, "bank unavailable")
-        transfer = store.by_key(key)
-        return jsonify(transfer.as_json()) if transfer else problem(404, "no transfer with that key")
-
-    @app.get("/transfers")
-    def transfers_by_reference() -> Any:
-        reference = request.args.get("reference")
-        transfers = store.by_reference(reference) if reference else store.all_applied()
-        return jsonify(transfers=[t.as_json() for t in transfers])
-
-    @app.get("/_faults")
-    def read_faults() -> Any:
-        return jsonify(asdict(faults.snapshot()))
-
-    @app.post("/_faults")
-    def change_faults() -> Any:
-        try:
-            return jsonify(asdict(faults.update(request.get_json(silent=True) or {})))
-        except (ValueError, TypeError) as error:
-            return problem(422, str(error))
-
-    @app.post("/_faults/reset")
-    def reset_faults() -> Any:
-        return jsonify(asdict(faults.reset()))
-
-    @app.get("/health")
-    def health() -> Any:
-        return jsonify(status="ok")
-
+    app.extensions["bank.store"] = TransferStore(db_path or os.environ.get("BANK_DB_PATH") or DEFAULT_BANK_DB)
+    app.extensions["bank.faults"] = FaultControl(seed)
+    app.register_blueprint(bp)
     return app
+
+
+def problem(status: int, message: str) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+def _store() -> TransferStore:
+    return current_app.extensions["bank.store"]
+
+
+def _faults() -> FaultControl:
+    return current_app.extensions["bank.faults"]
+
+
+@bp.post("/transfers")
+def create_transfer() -> Any:
+    key = request.headers.get("Idempotency-Key", "")
+    if not key:
+        return problem(400, "Idempotency-Key header is required")
+    body = request.get_json(silent=True) or {}
+    try:
+        amount = Decimal(str(body.get("amount")))
+        fields = {k: str(body[k]) for k in ("reference", "account", "currency")}
+    except (InvalidOperation, KeyError):
+        amount = Decimal(0)
+    # Checked with `if`, not `assert`: an assertion is gone under `python -O`.
+    if not amount.is_finite() or amount <= 0:
+        return problem(422, "reference, account, currency and a positive amount are required")
+    fail, stall = _faults().draw()
+    settings = _faults().snapshot()
+    if settings.latency_ms:
+        time.sleep(settings.latency_ms / 1000)
+    if fail:
+        return problem(503, "bank unavailable (nothing applied)")
+    try:
+        transfer, replayed = _store().apply(key, {**fields, "amount": str(amount)})
+    except KeyReused:
+        return problem(422, "Idempotency-Key reused with a different request")
+    if stall:
+        # Applied, but the answer comes too late: the client times out.
+        time.sleep(settings.stall_ms / 1000)
+    response = jsonify(transfer.as_json())
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, 200 if replayed else 201
+
+@bp.post("/transfers/void")
+def void_transfer() -> Any:
+    body = request.get_json(silent=True) or {}
+    key, reference = body.get("idempotency_key"), body.get("reference", "")
+    if not key:
+        return problem(422, "idempotency_key is required")
+    if _faults().snapshot().down:
+        return problem(503, "bank unavailable")
+    return jsonify(_store().void(str(key), str(reference)).as_json())
+
+@bp.get("/transfers/by-key/<path:key>")
+def transfer_by_key(key: str) -> Any:
+    if _faults().snapshot().down:
+        return problem(503, "bank unavailable")
+    transfer = _store().by_key(key)
+    return jsonify(transfer.as_json()) if transfer else problem(404, "no transfer with that key")
+
+@bp.get("/transfers")
+def transfers_by_reference() -> Any:
+    reference = request.args.get("reference")
+    transfers = _store().by_reference(reference) if reference else _store().all_applied()
+    return jsonify(transfers=[t.as_json() for t in transfers])
+
+@bp.get("/_faults")
+def read_faults() -> Any:
+    return jsonify(asdict(_faults().snapshot()))
+
+@bp.post("/_faults")
+def change_faults() -> Any:
+    try:
+        return jsonify(asdict(_faults().update(request.get_json(silent=True) or {})))
+    except (ValueError, TypeError) as error:
+        return problem(422, str(error))
+
+@bp.post("/_faults/reset")
+def reset_faults() -> Any:
+    return jsonify(asdict(_faults().reset()))
+
+@bp.get("/health")
+def health() -> Any:
+    return jsonify(status="ok")
+

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from errors import FxError
+
 
 @dataclass(frozen=True)
 class Transfer:
@@ -29,7 +31,7 @@ class Transfer:
         return body
 
 
-class KeyReused(Exception):
+class KeyReused(FxError):
     """The key was first used with another request."""
 
 

@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Protocol
 
 from domain.money import quantize
+from errors import DomainError
 
 #: Rates carry this many decimals (the `rate` column's scale).
 RATE_DECIMALS = 10
@@ -23,7 +24,7 @@ DEFAULT_USD_VALUES: dict[str, Decimal] = {
 }
 
 
-class NoRate(Exception):
+class NoRate(DomainError):
     """The provider has no rate for this pair; the exchange cannot go ahead."""
 
 

@@ -6,6 +6,7 @@ import re
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 from domain.currencies import minor_unit
+from errors import DomainError
 
 #: Plain decimal notation only: no sign, exponent, spaces, NaN or Infinity.
 AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
@@ -14,7 +15,7 @@ AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")
 STORAGE_SCALE = 4
 
 
-class AmountError(ValueError):
+class AmountError(DomainError, ValueError):
     """The text is not an acceptable amount; the message says why, for the client."""
 
 

@@ -1,29 +1,39 @@
 """The exchange's actors: thin, each delegating to its step in services.workflow.
 
-Retries (with backoff) and time limits come from Dramatiq's middleware, configured per
-actor from settings. A step that must wait raises StepDeferred, which becomes
-`dramatiq.Retry` (retried after the delay it asks for, without an error log).
+Declared by the composition root (bootstrap.build_worker) on the broker and with the
+workflow it gives. Retries (with backoff) and time limits come from Dramatiq's middleware,
+configured per actor from settings. A step that must wait raises StepDeferred, which
+becomes `dramatiq.Retry` (retried after the delay it asks for, without an error log).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import uuid
 
 import dramatiq
 import sentry_sdk
 from dramatiq.middleware import CurrentMessage
 
-from jobs import runtime
-from services.workflow import STEPS, Delivery, StepDeferred
+from services.workflow import STEPS, Delivery, StepDeferred, Workflow
 from settings import Settings
 
 log = logging.getLogger("jobs.actors")
 
-_settings = Settings.from_env()
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
-def _declare(actor_name: str) -> dramatiq.Actor:
+def declare_actors(broker: dramatiq.Broker, settings: Settings, workflow: Workflow) -> dict[str, dramatiq.Actor]:
+    """One actor per step of the state machine, bound to `broker`, running `workflow`'s steps."""
+    return {name: _declare(name, broker, settings, workflow) for name in STEPS}
+
+
+def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workflow: Workflow) -> dramatiq.Actor:
     step = STEPS[actor_name]
 
     def run(exchange_id: str) -> None:
@@ -32,11 +42,11 @@ def _declare(actor_name: str) -> dramatiq.Actor:
         message = CurrentMessage.get_current_message()
         delivery = Delivery(
             exchange_id=uuid.UUID(exchange_id),
-            worker=runtime.worker_id(),
+            worker=worker_id(),
             message_id=uuid.UUID(message.message_id) if message is not None else None,
         )
         try:
-            result = step(runtime.workflow(), delivery)
+            result = step(workflow, delivery)
         except StepDeferred as deferred:
             raise dramatiq.Retry(str(deferred), delay=deferred.delay_ms) from None
         log.debug("%s %s: %s", actor_name, exchange_id, result)
@@ -45,12 +55,10 @@ def _declare(actor_name: str) -> dramatiq.Actor:
     return dramatiq.actor(
         run,
         actor_name=actor_name,
-        queue_name=_settings.queue_name,
-        max_retries=_settings.step_max_retries,
-        min_backoff=_settings.step_min_backoff_ms,
-        max_backoff=_settings.step_max_backoff_ms,
-        time_limit=_settings.step_time_limit_ms,
+        broker=broker,
+        queue_name=settings.queue_name,
+        max_retries=settings.step_max_retries,
+        min_backoff=settings.step_min_backoff_ms,
+        max_backoff=settings.step_max_backoff_ms,
+        time_limit=settings.step_time_limit_ms,
     )
-
-
-ACTORS: dict[str, dramatiq.Actor] = {name: _declare(name) for name in STEPS}

@@ -32,9 +32,3 @@ def _broker_for(settings: Settings) -> dramatiq.Broker:
         # Publisher confirms: the relay marks a row published only after RabbitMQ has it.
         return RabbitmqBroker(url=url, confirm_delivery=True)
     return StubBroker()
-
-
-def install(broker: dramatiq.Broker) -> dramatiq.Broker:
-    """Make `broker` the global one, so actors declared after this bind to it."""
-    dramatiq.set_broker(broker)
-    return broker

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from database import make_engine
+from infra.database import make_engine
 from models import Base
 from settings import Settings
 

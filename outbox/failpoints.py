@@ -11,11 +11,13 @@ import os
 import signal
 import time
 
+from errors import OutboxError
+
 #: Actions by failpoint name, read once per process from the environment.
 _ACTIVE: dict[str, str] = {}
 
 
-class InjectedFault(RuntimeError):
+class InjectedFault(OutboxError, RuntimeError):
     """Raised by a failpoint whose action is `raise`."""
 
 

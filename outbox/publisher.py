@@ -9,7 +9,8 @@ import dramatiq
 import redis
 from dramatiq import Message
 
-from observability import SENTRY_HEADERS_OPTION, continued_trace
+from errors import OutboxError
+from infra.observability import SENTRY_HEADERS_OPTION, continued_trace
 from outbox.store import OutboxRow
 
 #: Where the trace headers of the writing request travel inside the message: the option
@@ -17,7 +18,7 @@ from outbox.store import OutboxRow
 TRACE_OPTION = SENTRY_HEADERS_OPTION
 
 
-class PublishError(Exception):
+class PublishError(OutboxError):
     """The broker did not take the batch; the rows stay unpublished."""
 
 

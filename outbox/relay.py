@@ -24,6 +24,7 @@ from outbox import store
 from outbox.failpoints import failpoint
 from outbox.publisher import Publisher, PublishError
 from outbox.wakeup import Waiter
+from settings import Settings
 
 log = logging.getLogger("outbox.relay")
 
@@ -52,12 +53,13 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class RelayConfig:
-    batch_size: int = 500
-    poll_interval_seconds: float = 1.0
-    max_backoff_seconds: float = 30.0
-    retention: timedelta = timedelta(hours=72)
+    # The defaults are the settings' (settings.py); bootstrap.py maps each process's own.
+    batch_size: int = Settings.relay_batch_size
+    poll_interval_seconds: float = Settings.relay_poll_interval_seconds
+    max_backoff_seconds: float = Settings.relay_max_backoff_seconds
+    retention: timedelta = timedelta(hours=Settings.relay_retention_hours)
     #: After a wake-up under load, let rows written meanwhile join the batch (fewer, larger batches).
-    coalesce_seconds: float = 0.005
+    coalesce_seconds: float = Settings.relay_coalesce_ms / 1000
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.poll_interval_seconds <= 0 or self.max_backoff_seconds <= 0:

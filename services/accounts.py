@@ -8,13 +8,14 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, insert, select
 
+from domain import ledger as postings
+from domain.ledger import HOUSE_ACCOUNT_ID
 from errors import UnknownAccount
-from models import AccountKind, AccountStatus, accounts, balances, ledger_entries
+from models import AccountKind, AccountStatus, accounts, balances
 from models.base import utcnow
+from services.ledger import post
 
-#: The house/settlement account, created by the first migration. It is the bank's side
-#: of every posting, so the ledger sums to zero per currency from the first funding on.
-HOUSE_ACCOUNT_ID = uuid.UUID("00000000-0000-0000-0000-000000000001")
+__all__ = ["HOUSE_ACCOUNT_ID", "AccountView", "BalanceView", "accounts_of", "get_account", "open_account"]
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,8 @@ def open_account(engine: Engine, owner: str, funding: dict[str, Decimal],
                  "held": Decimal(0), "updated_at": now},
             )
             if amount:
-                posting_id = uuid.uuid4()
-                conn.execute(
-                    insert(ledger_entries),
-                    [
-                        {"posting_id": posting_id, "account_id": HOUSE_ACCOUNT_ID, "currency": currency,
-                         "amount": -amount, "kind": "funding", "created_at": now},
-                        {"posting_id": posting_id, "account_id": account_id, "currency": currency,
-                         "amount": amount, "kind": "funding", "created_at": now},
-                    ],
-                )
+                post(conn, postings.funding(account_id, HOUSE_ACCOUNT_ID, currency, amount),
+                     exchange_id=None, now=now)
     return account_id
 
 

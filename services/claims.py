@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 
 from domain.states import ExchangeState, check_transition
+from errors import WorkflowError
 from models import exchanges as t
 
 
-class LostClaim(Exception):
+class LostClaim(WorkflowError):
     """The step's fencing token is no longer current: another worker took the step over."""
 
 
@@ -123,3 +124,21 @@ def release(conn: Connection, held: Claim, *, error: str, outcome_unknown: bool,
     )
     if result.rowcount != 1:
         raise LostClaim(f"claim {held.token} on {held.exchange_id} was taken over")
+
+
+def seize(conn: Connection, exchange_id: uuid.UUID, *, allowed: frozenset[ExchangeState], step: str,
+          now: datetime) -> Claim | None:
+    """An operator's claim: taken whatever lease a worker holds, so its token fences that worker out.
+
+    None when the exchange is not in one of the `allowed` states (it moved meanwhile). The
+    caller then moves it with `advance`, which checks the transition like any step's.
+    """
+    row = conn.execute(
+        update(t)
+        .where(t.c.id == exchange_id, t.c.state.in_([s.value for s in allowed]))
+        .values(claim_token=t.c.claim_token + 1, claimed_by=None, claimed_until=None, updated_at=now)
+        .returning(t.c.state, *_RETURNING)
+    ).first()
+    if row is None:
+        return None
+    return Claim(exchange_id, step, row[1], row[2], ExchangeState(row[0]), *row[3:])

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from domain import states as machine
 from domain.states import ExchangeState
 from errors import AccountInactive, IdempotencyKeyReused, InsufficientFunds, UnknownAccount, UnknownExchange
-from jobs.messages import QUOTE_EXCHANGE
 from models import AccountKind, AccountStatus, accounts, balances, exchange_events, exchanges
 from models.base import utcnow
 from outbox.writer import enqueue
@@ -99,9 +99,33 @@ def _accept(
     owner: uuid.UUID | None,
 ) -> Accepted:
     now = utcnow()
-    # One conditional UPDATE locks the balance row, checks the funds and moves the
-    # amount to held: the row lock lasts until commit, so concurrent requests queue
-    # on it and none can spend what another has just held.
+    if not _hold(conn, request, owner, now):
+        if idempotency_key:
+            # A request with this key may have committed while this one waited for the
+            # balance row lock and taken the money: it is our replay, not a refusal. (This
+            # statement reads what committed since; READ COMMITTED takes a fresh snapshot.)
+            earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
+            if earlier is not None:
+                return _replay(earlier, fingerprint)
+        raise _refusal(conn, request, owner)
+    exchange_id = _record(conn, request, queue, idempotency_key, fingerprint, trace_headers, now)
+    return Accepted(
+        exchange_id=exchange_id,
+        account_id=request.account_id,
+        from_currency=request.from_currency,
+        to_currency=request.to_currency,
+        amount=request.amount,
+        accepted_at=now,
+    )
+
+
+def _hold(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None, now: datetime) -> bool:
+    """Hold the amount; False when the funds, the account or its owner say no.
+
+    One conditional UPDATE locks the balance row, checks the funds and moves the amount
+    to held: the row lock lasts until commit, so concurrent requests queue on it and
+    none can spend what another has just held.
+    """
     held = conn.execute(
         update(balances)
         .where(
@@ -121,16 +145,12 @@ def _accept(
             updated_at=now,
         )
     )
-    if held.rowcount != 1:
-        if idempotency_key:
-            # A request with this key may have committed while this one waited for the
-            # balance row lock and taken the money: it is our replay, not a refusal. (This
-            # statement reads what committed since; READ COMMITTED takes a fresh snapshot.)
-            earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
-            if earlier is not None:
-                return _replay(earlier, fingerprint)
-        raise _refusal(conn, request, owner)
+    return held.rowcount == 1
 
+
+def _record(conn: Connection, request: ExchangeRequest, queue: str, idempotency_key: str | None,
+            fingerprint: str | None, trace_headers: dict[str, str] | None, now: datetime) -> uuid.UUID:
+    """The exchange row, its first outbox message and its first timeline entry, in the caller's transaction."""
     exchange_id = uuid.uuid4()
     conn.execute(
         _INSERT_EXCHANGE,
@@ -152,7 +172,7 @@ def _accept(
     )
     message_id = enqueue(
         conn,
-        actor=QUOTE_EXCHANGE,
+        actor=machine.QUOTE.actor,
         payload={"exchange_id": str(exchange_id)},
         queue=queue,
         trace_headers=trace_headers,
@@ -171,14 +191,7 @@ def _accept(
             "created_at": now,
         },
     )
-    return Accepted(
-        exchange_id=exchange_id,
-        account_id=request.account_id,
-        from_currency=request.from_currency,
-        to_currency=request.to_currency,
-        amount=request.amount,
-        accepted_at=now,
-    )
+    return exchange_id
 
 
 def _owned_by(owner: uuid.UUID | None) -> list[Any]:

@@ -11,10 +11,11 @@ from sqlalchemy import BindParameter, Connection, Insert, bindparam, insert, upd
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.ledger import Posting
+from errors import WorkflowError
 from models import balances, ledger_entries
 
 
-class BalanceMismatch(RuntimeError):
+class BalanceMismatch(WorkflowError, RuntimeError):
     """A balance row did not hold what the exchange's state says it must: a bug, never retried."""
 
 

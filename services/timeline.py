@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from models import exchange_events, outbox_messages
 from models.base import utcnow
@@ -95,6 +95,12 @@ def load(conn: Connection, exchange_id: uuid.UUID) -> list[TimelineEntry]:
         .order_by(e.c.id)
     ).all()
     return [TimelineEntry(*row) for row in rows]
+
+
+def of_exchange(engine: Engine, exchange_id: uuid.UUID) -> list[TimelineEntry]:
+    """The exchange's timeline, oldest first, read in a connection of its own."""
+    with engine.connect() as conn:
+        return load(conn, exchange_id)
 
 
 def first_trouble(entries: list[TimelineEntry]) -> TimelineEntry | None:

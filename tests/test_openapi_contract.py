@@ -16,6 +16,7 @@ test sends its requests to an app on the backend under test (`Live`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -91,9 +92,16 @@ class Live:
 _live: list[Live] = []
 
 
+#: A UUID as the document's `format: uuid` means it.
+CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def real_id(name: str, generated: Any) -> Any:
-    """The live account's or exchange's id; the generated value in cases built at collection."""
-    return _live[-1].ids.get(name, generated) if _live else generated
+    """The live account's or exchange's id in place of a generated UUID; the generated value in
+    cases built at collection, and where it is not a UUID (a negative case must stay invalid)."""
+    if not _live or not isinstance(generated, str) or not CANONICAL_UUID.fullmatch(generated):
+        return generated
+    return _live[-1].ids.get(name, generated)
 
 
 #: Stands for the customer's key in cases built at collection, before any customer exists.

@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from domain.currencies import minor_unit
 from domain.money import quantize
 from errors import MalformedRequest, ValidationFailed
-from observability import current_trace_headers
+from infra.observability import current_trace_headers
 from services import accounts, exchanges, timeline
 from settings import Settings
 from web.auth import customer_required
@@ -134,8 +134,7 @@ def get_exchange(exchange_id: uuid.UUID) -> Response:
 def get_timeline(exchange_id: uuid.UUID) -> Response:
     """Every step, attempt, outcome and error of one exchange; the latest trouble first."""
     row = exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)
-    with _engine().connect() as conn:
-        entries = timeline.load(conn, exchange_id)
+    entries = timeline.of_exchange(_engine(), exchange_id)
     trouble = timeline.first_trouble(entries)
     return jsonify(
         id=str(row.id),

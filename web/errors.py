@@ -10,7 +10,8 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from errors import ExchangeServiceError
+from domain.states import InvalidTransition
+from errors import ClientError
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,14 @@ def error_response(
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(ExchangeServiceError)
-    def _domain_error(error: ExchangeServiceError) -> tuple[Response, int]:
+    @app.errorhandler(ClientError)
+    def _domain_error(error: ClientError) -> tuple[Response, int]:
         return error_response(error.status, error.code, error.message, error.fields)
+
+    @app.errorhandler(InvalidTransition)
+    def _invalid_transition(error: InvalidTransition) -> tuple[Response, int]:
+        # An operator's action raced a step: the state moved under it.
+        return error_response(409, "invalid_transition", f"{error}; look again.")
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> tuple[Response, int]:

@@ -78,7 +78,18 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     spec.components.schema("Timeline", schema=TimelineSchema)
     spec.components.schema("Account", schema=AccountSchema)
     spec.components.schema("Error", schema=ErrorSchema)
+    _paths(spec)
+    document = spec.to_dict()
+    document["components"]["schemas"]["ExchangeRequest"]["properties"] = properties
+    # apispec writes a nullable Nested as `anyOf: [{type: object, nullable}, {$ref}]`, which any
+    # object satisfies; say exactly "a TimelineEvent, or null".
+    document["components"]["schemas"]["Timeline"]["properties"]["trouble"] = {
+        "nullable": True, "allOf": [{"$ref": "#/components/schemas/TimelineEvent"}],
+        "description": "The latest failed, retrying or parked event; null when nothing went wrong."}
+    return document
 
+
+def _paths(spec: APISpec) -> None:
     secured = [{"apiKey": []}]
     uuid_param = {"in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
     spec.path(path="/api/exchanges", operations={"post": {
@@ -119,14 +130,6 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "responses": {"200": {"description": "The account", "content": {"application/json": {"schema": "Account"}}},
                       **_errors("401", "404", "429")},
     }})
-    document = spec.to_dict()
-    document["components"]["schemas"]["ExchangeRequest"]["properties"] = properties
-    # apispec writes a nullable Nested as `anyOf: [{type: object, nullable}, {$ref}]`, which any
-    # object satisfies; say exactly "a TimelineEvent, or null".
-    document["components"]["schemas"]["Timeline"]["properties"]["trouble"] = {
-        "nullable": True, "allOf": [{"$ref": "#/components/schemas/TimelineEvent"}],
-        "description": "The latest failed, retrying or parked event; null when nothing went wrong."}
-    return document
 
 
 @bp.get("/openapi.json")

@@ -10,10 +10,12 @@ from typing import Any
 from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 
 from domain.money import quantize
-from errors import ExchangeServiceError, NotFound
+from domain.states import OPERATOR_ACTIONS
+from errors import ClientError
 from models.base import utcnow
-from outbox import store
-from services import dead_letters, operations, timeline
+from ops import actions, dead_letters
+from ops.dashboard import dashboard as read_dashboard
+from services import timeline
 from services.exchanges import get_exchange
 from settings import Settings
 from web.auth import operator_required
@@ -22,11 +24,7 @@ from web.csrf import check_csrf
 bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates")
 api_bp = Blueprint("ops_api", __name__, url_prefix="/api/ops")
 
-ACTIONS = ("retry", "cancel", "compensate")
-
-
-class UnknownAction(NotFound):
-    code = "unknown_action"
+ACTIONS = tuple(OPERATOR_ACTIONS)
 
 
 @bp.app_template_filter("money")
@@ -49,15 +47,8 @@ def _engine() -> Any:
 
 
 def run_action(exchange_id: uuid.UUID, action: str, operator: str) -> str:
-    settings, engine = _settings(), _engine()
-    if action == "retry":
-        return operations.retry_step(engine, exchange_id, operator, queue=settings.queue_name)
-    if action == "cancel":
-        return operations.cancel(engine, exchange_id, operator, queue=settings.queue_name)
-    if action == "compensate":
-        return operations.force_compensation(engine, current_app.extensions["fx.bank"], exchange_id, operator,
-                                             queue=settings.queue_name)
-    raise UnknownAction(f"No action {action!r}; use one of {', '.join(ACTIONS)}.")
+    return actions.run_action(_engine(), current_app.extensions["fx.bank"], exchange_id, action, operator,
+                              queue=_settings().queue_name)
 
 
 @bp.get("/")
@@ -72,22 +63,16 @@ def dashboard() -> str:
             before = (datetime.fromisoformat(stamp), uuid.UUID(last_id))
         except ValueError:
             before = None
-    with _engine().connect() as conn:
-        counts = operations.counts_by_state(conn)
-        stuck = operations.stuck(conn, older_than=timedelta(seconds=settings.stuck_after_seconds), now=now)
-        parked = operations.page(conn, states=["needs_attention"], limit=20)
-        failures = operations.page(conn, states=["failed", "refunded"], limit=20)
-        rows = operations.page(conn, states=states or None, before=before)
-        findings = operations.open_findings(conn)
-        outbox = store.stats(conn, now=now)
+    board = read_dashboard(_engine(), states=states, before=before,
+                           stuck_after=timedelta(seconds=settings.stuck_after_seconds), now=now)
     dead_total, dead = (0, [])
     if settings.broker_url.startswith("redis"):
         dead_total, dead = dead_letters.from_redis(settings.broker_url, settings.queue_name)
-    next_cursor = f"{rows[-1].updated_at.isoformat()}|{rows[-1].id}" if len(rows) == operations.PAGE_SIZE else None
     return render_template(
-        "ops/dashboard.html", counts=counts, stuck=stuck, parked=parked, failures=failures, rows=rows,
-        findings=findings, outbox=outbox, dead_total=dead_total, dead=dead, states=states, next_cursor=next_cursor,
-        stuck_after=settings.stuck_after_seconds, now=now, operator=g.operator,
+        "ops/dashboard.html", counts=board.counts, stuck=board.stuck, parked=board.parked, failures=board.failures,
+        rows=board.rows, findings=board.findings, outbox=board.outbox, dead_total=dead_total, dead=dead,
+        states=states, next_cursor=board.next_cursor, stuck_after=settings.stuck_after_seconds, now=now,
+        operator=g.operator,
     )
 
 
@@ -95,8 +80,7 @@ def dashboard() -> str:
 @operator_required
 def exchange_page(exchange_id: uuid.UUID) -> str:
     exchange = get_exchange(_engine(), exchange_id)
-    with _engine().connect() as conn:
-        entries = timeline.load(conn, exchange_id)
+    entries = timeline.of_exchange(_engine(), exchange_id)
     return render_template("ops/exchange.html", exchange=exchange, entries=entries,
                            trouble=timeline.first_trouble(entries), actions=ACTIONS, operator=g.operator)
 
@@ -107,7 +91,7 @@ def exchange_action(exchange_id: uuid.UUID, action: str) -> Response:
     check_csrf()
     try:
         flash(run_action(exchange_id, action, g.operator), "ok")
-    except ExchangeServiceError as refusal:
+    except ClientError as refusal:
         flash(refusal.message, "refused")
     return redirect(url_for("ops.exchange_page", exchange_id=exchange_id))  # type: ignore[return-value]
 

@@ -17,8 +17,8 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-from domain.states import TERMINAL_STATES
-from errors import ExchangeServiceError
+from domain.states import HAPPY_PATH, is_terminal
+from errors import ClientError
 from services import accounts, exchanges
 from services.credentials import check_password, customer_name
 from web.auth import SESSION_CUSTOMER, portal_customer
@@ -30,7 +30,7 @@ bp = Blueprint("portal", __name__, template_folder="templates")
 FORM_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 #: The steps a customer sees, in order.
-PROGRESS = ("pending", "quoted", "debited", "credited", "completed")
+PROGRESS = HAPPY_PATH
 
 
 def _engine() -> Any:
@@ -129,7 +129,7 @@ def submit_exchange() -> Any:
             idempotency_key="form:" + form_key,
             owner=_customer_id(),
         )
-    except ExchangeServiceError as refusal:
+    except ClientError as refusal:
         fields = {("form" if name == "Idempotency-Key" else name): problems
                   for name, problems in (refusal.fields or {"form": [refusal.message]}).items()}
         return _home(form, fields, refusal.status)
@@ -140,5 +140,5 @@ def submit_exchange() -> Any:
 @signed_in
 def exchange(exchange_id: uuid.UUID) -> Any:
     row = exchanges.get_exchange(_engine(), exchange_id, owner=_customer_id())
-    done = row.state in {s.value for s in TERMINAL_STATES}
+    done = is_terminal(row.state)
     return render_template("portal/exchange.html", exchange=row, done=done, progress=PROGRESS)

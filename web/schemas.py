@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
 from domain.currencies import is_iso_currency
 from domain.money import AmountError, check_amount, parse_amount
+from domain.states import ExchangeState
 
 
 class AmountField(fields.Field):
@@ -102,9 +103,7 @@ class ExchangeSchema(Schema):
     amount = fields.String(required=True)
     rate = fields.String(required=True, allow_none=True)
     to_amount = fields.String(required=True, allow_none=True)
-    state = fields.String(required=True, metadata={"enum": [
-        "pending", "quoted", "debited", "credited", "completed", "failed", "compensating", "refunded",
-        "needs_attention"]})
+    state = fields.String(required=True, metadata={"enum": [s.value for s in ExchangeState]})
     step = fields.String(required=True, allow_none=True)
     attempt = fields.Integer(required=True)
     last_error = fields.String(required=True, allow_none=True)

@@ -8,18 +8,18 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from settings import Settings
+
 #: How long a SQLite writer waits for the lock before failing (embedded mode has
 #: web, relay and worker threads writing to one file).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
-#: PostgreSQL aborts a transaction left idle this long. No transaction here waits on
-#: anything but the database, so only a frozen process (SIGSTOP, GC pause, VM freeze)
-#: trips it, and its row locks are then released for the worker that takes over. Caveat
-#: (PostgreSQL 15): a protocol Flush after a statement disarms the timer until the next
-#: statement, and psycopg ends every executemany with one; so a transaction that must stay
-#: protected writes several rows with one multi-row statement (services/ledger.post).
-IDLE_IN_TRANSACTION_TIMEOUT_MS = 15_000
+#: See Settings.db_idle_in_transaction_timeout_ms. Caveat (PostgreSQL 15): a protocol Flush
+#: after a statement disarms the timer until the next statement, and psycopg ends every
+#: executemany with one; so a transaction that must stay protected writes several rows with
+#: one multi-row statement (services/ledger.post).
+IDLE_IN_TRANSACTION_TIMEOUT_MS: int = Settings.db_idle_in_transaction_timeout_ms
 
 
 def make_engine(

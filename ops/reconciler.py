@@ -13,22 +13,24 @@ import logging
 import signal
 import threading
 import uuid
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from types import FrameType
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bank.client import BankClient, BankError
+from domain.reconciliation import BankPayment, ExchangeFacts, Finding, compare
+from domain.states import OPEN_STATES, STEP_FOR_STATE, ExchangeState
 from models import exchanges, ledger_entries, reconciliation_findings
 from models.base import utcnow
 from outbox.writer import enqueue
 from services import timeline
-from services.operations import NEXT_ACTOR, OPEN_STATES
 from settings import Settings
+
+__all__ = ["Finding", "ReconcileReport", "compare_with_bank", "credit_postings", "reconcile_once",
+           "requeue_stuck", "run_daemon"]
 
 log = logging.getLogger("reconciler")
 
@@ -36,13 +38,6 @@ log = logging.getLogger("reconciler")
 #: looks stuck too; a small cap keeps the spare messages a backlog draws (each one absorbed
 #: by the step claim) well below the system's throughput, so a backlog cannot feed itself.
 REQUEUE_BATCH = 50
-
-
-@dataclass(frozen=True)
-class Finding:
-    exchange_id: uuid.UUID
-    kind: str
-    detail: str
 
 
 @dataclass
@@ -68,7 +63,7 @@ def requeue_stuck(engine: Engine, *, stuck_after: timedelta, queue: str, now: da
         ).all()
     requeued = []
     for row in candidates:
-        actor = NEXT_ACTOR[row.state]
+        actor = STEP_FOR_STATE[ExchangeState(row.state)].actor
         with engine.begin() as conn:
             # Compare-and-set on updated_at: two reconcilers never both send, and the
             # exchange is not sent again before another `stuck_after` has passed.
@@ -91,41 +86,28 @@ def requeue_stuck(engine: Engine, *, stuck_after: timedelta, queue: str, now: da
 
 def compare_with_bank(engine: Engine, bank: BankClient, *, settle_after: timedelta,
                       now: datetime | None = None) -> list[Finding]:
-    """Per exchange: the credit in our ledger against the transfers the bank applied."""
+    """Per settled exchange: the credit in our ledger against the transfers the bank applied."""
     now = now or utcnow()
-    paid: dict[str, list[tuple[Decimal, str]]] = defaultdict(list)
-    for transfer in bank.all_applied():
-        paid[transfer.reference].append((transfer.amount, transfer.currency))
+    paid = [BankPayment(t.id, t.reference, t.amount, t.currency) for t in bank.all_applied()]
     with engine.connect() as conn:
-        credits = Counter(
-            {str(r[0]): r[1] for r in conn.execute(
-                select(ledger_entries.c.exchange_id, func.count(func.distinct(ledger_entries.c.posting_id)))
-                .where(ledger_entries.c.kind == "credit").group_by(ledger_entries.c.exchange_id))}
-        )
+        credits = credit_postings(conn)
         # Exchanges still moving may be paid at the bank and not yet here: judge settled ones only.
         settled = conn.execute(
             select(exchanges.c.id, exchanges.c.state, exchanges.c.to_amount, exchanges.c.to_currency)
             .where(exchanges.c.updated_at < now - settle_after)
         ).all()
-    findings = []
-    for row in settled:
-        key = str(row.id)
-        transfers, ours = paid.get(key, []), credits.get(key, 0)
-        if len(transfers) > 1:
-            findings.append(Finding(row.id, "paid_twice", f"the bank applied {len(transfers)} transfers"))
-        if transfers and row.state == "refunded":
-            findings.append(Finding(row.id, "refunded_but_paid", "refunded here, yet the bank paid the credit"))
-        elif transfers and ours == 0 and row.state != "needs_attention":
-            findings.append(Finding(row.id, "bank_paid_not_credited",
-                                    f"the bank paid {transfers[0][0]} {transfers[0][1]}; no credit in our ledger"))
-        if ours and not transfers:
-            findings.append(Finding(row.id, "credited_not_paid", "credited in our ledger; the bank has no transfer"))
-        if transfers and ours and (transfers[0][0], transfers[0][1]) != (row.to_amount, row.to_currency):
-            findings.append(Finding(row.id, "amount_differs",
-                                    f"bank paid {transfers[0][0]} {transfers[0][1]}, "
-                                    f"we credited {row.to_amount} {row.to_currency}"))
+    findings = compare([ExchangeFacts(r.id, r.state, r.to_amount, r.to_currency, credits.get(r.id, 0))
+                        for r in settled], paid)
     _store(engine, findings, now)
     return findings
+
+
+def credit_postings(conn: Connection) -> dict[uuid.UUID, int]:
+    """How many credit postings each exchange has in our ledger."""
+    return dict(conn.execute(
+        select(ledger_entries.c.exchange_id, func.count(func.distinct(ledger_entries.c.posting_id)))
+        .where(ledger_entries.c.kind == "credit").group_by(ledger_entries.c.exchange_id)
+    ).tuples().all())
 
 
 def _store(engine: Engine, findings: list[Finding], now: datetime) -> None:

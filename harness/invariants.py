@@ -3,7 +3,8 @@
 - per currency, the ledger sums to zero;
 - no balance is negative, and each customer's balance equals its ledger entries;
 - each exchange is debited, credited and refunded at most once, and its postings fit its state;
-- at the bank, at most one applied credit per exchange, matching our ledger;
+- at the bank, at most one applied credit per exchange, matching our ledger (the same
+  comparison the reconciler makes, domain/reconciliation.py), and none for an unknown exchange;
 - every exchange is terminal and no outbox row is unpublished (once faults have stopped).
 """
 
@@ -16,15 +17,10 @@ from decimal import Decimal
 from sqlalchemy import Engine, func, select
 
 from bank.client import BankClient
+from domain.ledger import EXPECTED_POSTINGS
+from domain.reconciliation import BankPayment, ExchangeFacts, compare
 from domain.states import TERMINAL_STATES
 from models import AccountKind, accounts, balances, exchanges, ledger_entries, outbox_messages
-
-#: Which postings an exchange in each terminal state must have, exactly once each.
-EXPECTED_POSTINGS: dict[str, Counter[str]] = {
-    "completed": Counter({"debit": 1, "credit": 1}),
-    "refunded": Counter({"debit": 1, "refund": 1}),
-    "failed": Counter(),
-}
 
 
 @dataclass
@@ -78,7 +74,8 @@ def check(engine: Engine, *, bank: BankClient | None = None, settled: bool = Tru
             .group_by(ledger_entries.c.exchange_id, ledger_entries.c.kind)
         ):
             postings.setdefault(r[0], Counter())[r[1]] = r[2]
-        rows = conn.execute(select(exchanges.c.id, exchanges.c.state, exchanges.c.to_amount)).all()
+        rows = conn.execute(select(exchanges.c.id, exchanges.c.state, exchanges.c.to_amount,
+                                  exchanges.c.to_currency)).all()
         unpublished = conn.execute(
             select(func.count()).select_from(outbox_messages).where(outbox_messages.c.published_at.is_(None))
         ).scalar_one()
@@ -99,21 +96,9 @@ def check(engine: Engine, *, bank: BankClient | None = None, settled: bool = Tru
         v.append(f"{unpublished} outbox messages unpublished")
 
     if bank is not None:
-        states = {str(r.id): r for r in rows}
-        applied = Counter()
-        for transfer in bank.all_applied():
-            applied[transfer.reference] += 1
-            ours = states.get(transfer.reference)
-            if ours is None:
-                v.append(f"bank transfer {transfer.id} for unknown exchange {transfer.reference}")
-            elif ours.state == "refunded":
-                v.append(f"exchange {transfer.reference} was refunded but the bank paid it")
-        for reference, n in applied.items():
-            if n > 1:
-                v.append(f"bank credited exchange {reference} {n} times")
-        for r in rows:
-            here, there = postings.get(r.id, Counter())["credit"], applied.get(str(r.id), 0)
-            # A parked exchange may be paid at the bank and not yet here: that is why it is parked.
-            if here != there and r.state != "needs_attention":
-                v.append(f"exchange {r.id}: {here} credits in our ledger, {there} at the bank")
+        paid = [BankPayment(t.id, t.reference, t.amount, t.currency) for t in bank.all_applied()]
+        ours = [ExchangeFacts(r.id, r.state, r.to_amount, r.to_currency, postings.get(r.id, Counter())["credit"])
+                for r in rows]
+        v += [f"{f.kind} {f.exchange_id}: {f.detail}"
+              for f in compare(ours, paid, known={str(r.id): r for r in rows})]
     return report

@@ -1,4 +1,4 @@
-"""The embedded mode: the whole system in one process, on SQLite and an in-process broker.
+"""`flask serve`, the embedded mode: the whole system in one process, on SQLite and an in-process broker.
 
 Web server, outbox relay and Dramatiq worker run as threads of one process, so a new
 user sees an exchange travel through every part with no server installed.
@@ -11,20 +11,21 @@ import threading
 
 import click
 from dramatiq import Worker
-from flask import Flask
+from flask import Flask, current_app
 from werkzeug.serving import make_server
 
-import migrate
+import bootstrap
 from bank.server import create_app as create_bank
-from commands import create_demo_accounts, customer_count, echo_demo
-from jobs import runtime
-from jobs.broker import build_broker, install
-from outbox.daemon import build_relay
+from cli.accounts import echo_demo
+from infra import migrate
+from services.demo import create_demo_accounts, customer_count
 
 log = logging.getLogger(__name__)
 
 #: Worker threads of the in-process Dramatiq worker.
 EMBEDDED_WORKER_THREADS = 4
+#: How long (ms) an idle in-process worker thread waits for a message before looking again.
+EMBEDDED_WORKER_TIMEOUT_MS = 100
 
 
 def run_embedded(app: Flask, *, host: str, port: int) -> None:
@@ -32,18 +33,15 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
     engine = app.extensions["fx.engine"]
     migrate.upgrade(engine)
     if customer_count(engine) == 0:
-        echo_demo(create_demo_accounts(engine, settings))
+        echo_demo(create_demo_accounts(engine, settings.currencies))
 
     bank_url = settings.bank_url or _start_bank()
-    runtime.configure(runtime.build_workflow(settings, engine, bank_url))
-    app.extensions["fx.bank"] = runtime.bank_client(settings, bank_url)
-    broker = install(build_broker(settings))
-    import jobs.actors  # noqa: F401  (declares the actors on the broker just installed)
-
-    broker.declare_queue(settings.queue_name)
-    worker = Worker(broker, worker_threads=EMBEDDED_WORKER_THREADS, worker_timeout=100)
+    bank = app.extensions["fx.bank"] = bootstrap.build_bank(settings, bank_url)
+    parts = bootstrap.build_worker(settings, workflow=bootstrap.build_workflow(settings, engine, bank))
+    parts.broker.declare_queue(settings.queue_name)
+    worker = Worker(parts.broker, worker_threads=EMBEDDED_WORKER_THREADS, worker_timeout=EMBEDDED_WORKER_TIMEOUT_MS)
     worker.start()
-    relay = build_relay(settings, engine, broker)
+    relay = bootstrap.build_relay(settings, engine, parts.broker)
     relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
     relay_thread.start()
 
@@ -66,3 +64,12 @@ def _start_bank() -> str:
     server = make_server("127.0.0.1", 0, create_bank(), threaded=True)
     threading.Thread(target=server.serve_forever, name="bank", daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}"
+
+
+def register(app: Flask) -> None:
+    @app.cli.command("serve")
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", default=5000, show_default=True, type=int)
+    def serve(host: str, port: int) -> None:
+        """Run everything in one process: migrations, web, relay and worker (embedded mode)."""
+        run_embedded(current_app._get_current_object(), host=host, port=port)  # type: ignore[attr-defined]

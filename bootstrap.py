@@ -1,0 +1,118 @@
+"""The composition root: every process builds its parts here, from one Settings.
+
+`app.py` (web), `jobs/worker.py` (`dramatiq jobs.worker`), the CLI commands (relay,
+reconciler) and the embedded mode all call these functions; nothing else builds an
+engine, a bank client, a broker, the workflow or a relay, and nothing reads settings at
+import.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+import dramatiq
+from sqlalchemy import Engine
+
+from bank.client import BankClient
+from domain.fx import DEFAULT_USD_VALUES, TableRateProvider, parse_rate_table
+from errors import ConfigError
+from infra.database import is_postgres, make_engine
+from jobs.actors import declare_actors
+from jobs.broker import build_broker
+from outbox.publisher import publisher_for
+from outbox.relay import Relay, RelayConfig
+from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
+from services.workflow import Workflow, WorkflowConfig
+from settings import Settings
+
+#: Where the bank service listens when BANK_URL is not set (the Procfile's `bank:` default).
+DEFAULT_BANK_URL = "http://127.0.0.1:8100"
+#: The relay's own small pool: one connection for batches, one to LISTEN, spares for a reconnect.
+RELAY_POOL_SIZE = 2
+
+
+class Role(StrEnum):
+    WEB = "web"
+    WORKER = "worker"
+    RELAY = "relay"
+    RECONCILER = "reconciler"
+
+
+def load_settings() -> Settings:
+    """The environment's settings; a bad one ends the process with one clear line and status 2."""
+    try:
+        return Settings.from_env()
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def build_engine(settings: Settings, role: Role) -> Engine:
+    """The web pre-pings each checkout (a failover costs no request an error); relays and workers
+    do not: a step or a batch on a dead connection fails, and is retried."""
+    if role is Role.RELAY and settings.database_url.startswith("postgresql"):
+        return make_engine(settings.database_url, pool_size=RELAY_POOL_SIZE, max_overflow=RELAY_POOL_SIZE,
+                           pre_ping=False, idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms)
+    return make_engine(settings.database_url, pre_ping=role is Role.WEB or role is Role.RECONCILER,
+                       **settings.engine_options())
+
+
+def build_bank(settings: Settings, url: str | None = None) -> BankClient:
+    return BankClient(url or settings.bank_url or DEFAULT_BANK_URL,
+                      connect_timeout=settings.bank_connect_timeout_seconds,
+                      read_timeout=settings.bank_read_timeout_seconds)
+
+
+def workflow_config(settings: Settings) -> WorkflowConfig:
+    return WorkflowConfig(
+        queue=settings.queue_name,
+        lease=timedelta(seconds=settings.step_lease_seconds),
+        quote_ttl=timedelta(seconds=settings.quote_ttl_seconds),
+        credit_max_attempts=settings.credit_max_attempts,
+    )
+
+
+def build_workflow(settings: Settings, engine: Engine, bank: BankClient) -> Workflow:
+    rates = TableRateProvider({**DEFAULT_USD_VALUES, **parse_rate_table(settings.fx_rates)})
+    return Workflow(engine=engine, bank=bank, rates=rates, config=workflow_config(settings))
+
+
+def relay_config(settings: Settings) -> RelayConfig:
+    return RelayConfig(
+        batch_size=settings.relay_batch_size,
+        poll_interval_seconds=settings.relay_poll_interval_seconds,
+        max_backoff_seconds=settings.relay_max_backoff_seconds,
+        retention=timedelta(hours=settings.relay_retention_hours),
+        coalesce_seconds=settings.relay_coalesce_ms / 1000,
+    )
+
+
+def build_relay(settings: Settings, engine: Engine, broker: dramatiq.Broker | None = None) -> Relay:
+    """Redis gets pipelined batches; RabbitMQ and the embedded broker publish through `broker`."""
+    if broker is None and not settings.broker_url.startswith(("redis://", "rediss://")):
+        broker = build_broker(settings)
+    waiter: Waiter = ListenWaiter(engine) if is_postgres(engine) else PollWaiter(engine)
+    return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings), waiter=waiter)
+
+
+@dataclass
+class Worker:
+    """A worker process's parts: the broker its actors are bound to, and the workflow they run."""
+
+    broker: dramatiq.Broker
+    workflow: Workflow
+    actors: dict[str, dramatiq.Actor] = field(default_factory=dict)
+
+
+def build_worker(settings: Settings, *, workflow: Workflow | None = None,
+                 broker: dramatiq.Broker | None = None) -> Worker:
+    """The broker (made Dramatiq's global one, which its worker CLI reads) with every actor declared."""
+    broker = broker or build_broker(settings)
+    dramatiq.set_broker(broker)
+    if workflow is None:
+        engine = build_engine(settings, Role.WORKER)
+        workflow = build_workflow(settings, engine, build_bank(settings))
+    return Worker(broker, workflow, declare_actors(broker, settings, workflow))

@@ -1,0 +1,12 @@
+"""Command-line interface: `flask --app app <command>`, one module per area."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from cli import accounts, reconcile, relay, serve
+
+
+def register(app: Flask) -> None:
+    for area in (accounts, relay, reconcile, serve):
+        area.register(app)

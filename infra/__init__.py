@@ -1,0 +1,1 @@
+"""Infrastructure at the edges: database engines, migrations, logging and Sentry."""

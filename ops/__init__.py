@@ -1,0 +1,1 @@
+"""Operations: what operators see and do; the reconciler; dead letters; the metrics collector."""

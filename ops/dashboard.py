@@ -1,0 +1,116 @@
+"""What the operations dashboard shows: the queries, read in one connection."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, tuple_
+
+from domain.states import MOVING_STATES, ExchangeState
+from models import exchanges, reconciliation_findings
+from outbox import store
+from outbox.store import OutboxStats
+
+S = ExchangeState
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class ExchangeSummary:
+    id: uuid.UUID
+    account_id: uuid.UUID
+    state: str
+    from_currency: str
+    to_currency: str
+    amount: Decimal
+    step: str | None
+    attempt: int
+    last_error: str | None
+    claimed_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+_SUMMARY = (exchanges.c.id, exchanges.c.account_id, exchanges.c.state, exchanges.c.from_currency,
+            exchanges.c.to_currency, exchanges.c.amount, exchanges.c.step, exchanges.c.attempt,
+            exchanges.c.last_error, exchanges.c.claimed_by, exchanges.c.created_at, exchanges.c.updated_at)
+
+
+def _summaries(conn: Connection, query: Any) -> list[ExchangeSummary]:
+    return [ExchangeSummary(*row) for row in conn.execute(query)]
+
+
+def counts_by_state(conn: Connection) -> dict[str, int]:
+    # Answered from the (state, updated_at) index, not the table.
+    rows = conn.execute(select(exchanges.c.state, func.count()).group_by(exchanges.c.state)).all()
+    counts = {s.value: 0 for s in ExchangeState}
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
+def stuck(conn: Connection, *, older_than: timedelta, now: datetime, limit: int = PAGE_SIZE) -> list[ExchangeSummary]:
+    """Open exchanges with no progress for `older_than` (parked ones are listed apart)."""
+    return _summaries(conn, select(*_SUMMARY).where(
+        exchanges.c.state.in_(MOVING_STATES),
+        exchanges.c.updated_at < now - older_than,
+    ).order_by(exchanges.c.updated_at).limit(limit))
+
+
+def page(conn: Connection, *, states: list[str] | None = None, before: tuple[datetime, uuid.UUID] | None = None,
+         limit: int = PAGE_SIZE) -> list[ExchangeSummary]:
+    """Exchanges by last change, newest first; `before` is the (updated_at, id) of the last row seen."""
+    query = select(*_SUMMARY)
+    if states:
+        query = query.where(exchanges.c.state.in_(states))
+    if before is not None:
+        query = query.where(tuple_(exchanges.c.updated_at, exchanges.c.id) < tuple_(*before))
+    return _summaries(conn, query.order_by(exchanges.c.updated_at.desc(), exchanges.c.id.desc()).limit(limit))
+
+
+def open_findings(conn: Connection, limit: int = PAGE_SIZE) -> list[Any]:
+    f = reconciliation_findings
+    return conn.execute(
+        select(f.c.exchange_id, f.c.kind, f.c.detail, f.c.found_at).where(f.c.resolved_at.is_(None))
+        .order_by(f.c.found_at.desc()).limit(limit)
+    ).all()
+
+
+def open_findings_count(conn: Connection) -> int:
+    f = reconciliation_findings
+    return conn.execute(select(func.count()).select_from(f).where(f.c.resolved_at.is_(None))).scalar_one()
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    counts: dict[str, int]
+    stuck: list[ExchangeSummary]
+    parked: list[ExchangeSummary]
+    failures: list[ExchangeSummary]
+    rows: list[ExchangeSummary]
+    findings: list[Any]
+    outbox: OutboxStats
+
+    @property
+    def next_cursor(self) -> str | None:
+        """The `before` of the next page, when this one is full."""
+        if len(self.rows) < PAGE_SIZE:
+            return None
+        return f"{self.rows[-1].updated_at.isoformat()}|{self.rows[-1].id}"
+
+
+def dashboard(engine: Engine, *, states: list[str] | None, before: tuple[datetime, uuid.UUID] | None,
+              stuck_after: timedelta, now: datetime) -> Dashboard:
+    with engine.connect() as conn:
+        return Dashboard(
+            counts=counts_by_state(conn),
+            stuck=stuck(conn, older_than=stuck_after, now=now),
+            parked=page(conn, states=[S.NEEDS_ATTENTION], limit=20),
+            failures=page(conn, states=[S.FAILED, S.REFUNDED], limit=20),
+            rows=page(conn, states=states or None, before=before),
+            findings=open_findings(conn),
+            outbox=store.stats(conn, now=now),
+        )
