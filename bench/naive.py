@@ -34,9 +34,9 @@ from flask import Flask, jsonify, request
 from sqlalchemy import Engine, insert, select, update
 
 from bank.client import BankClient
-from database import make_engine
 from domain import ledger as postings
 from domain.fx import DEFAULT_USD_VALUES, TableRateProvider, make_quote
+from infra.database import make_engine
 from models import balances, exchanges
 from models.base import utcnow
 from services import ledger

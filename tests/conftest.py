@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-import migrate
 from app import create_app
-from database import make_engine
+from infra import migrate
+from infra.database import make_engine
 from models import Base
 from services.accounts import HOUSE_ACCOUNT_ID, open_account
 from services.credentials import Role, create_customer, issue_api_key
@@ -29,7 +29,7 @@ from services.workflow import Workflow
 from settings import Settings
 
 #: Fixtures shared by the relay tests (a queue of their own on the relay's Redis database).
-pytest_plugins = ["tests.support.relay_redis"]
+pytest_plugins = ["tests.support.relay_redis", "tests.support.ops_client", "tests.support.zombies"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

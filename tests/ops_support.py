@@ -15,20 +15,20 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from bank.client import BankClient
+from domain import states as machine
 from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
-from domain.states import ExchangeState
-from jobs import messages
+from domain.states import ExchangeState, RescuePolicy
 from models import exchange_events, exchanges, outbox_messages
 from models.base import utcnow
 from services.claims import Claim, claim
-from services.workflow import RescuePolicy, StepDeferred, Workflow, WorkflowConfig
+from services.workflow import StepDeferred, Workflow, WorkflowConfig
 from tests.workflow_support import accept, drive, run_step, state_of
 
 S = ExchangeState
 
 #: Every state an exchange can be left in, open ones first.
-OPEN_STATES = ("pending", "quoted", "debited", "credited", "compensating", "needs_attention")
-CLOSED_STATES = ("completed", "failed", "refunded")
+OPEN_STATES = tuple(s.value for s in machine.OPEN_STATES)
+CLOSED_STATES = tuple(s.value for s in machine.ExchangeState if s in machine.TERMINAL_STATES)
 #: No test here waits for a bank timeout, so a busy machine must not cause one.
 BANK_TIMEOUT_SECONDS = 10.0
 
@@ -48,13 +48,13 @@ def exchange_in(wf: Workflow, account: uuid.UUID, state: str, amount: str = "100
     if state == "failed":
         # No USD rate: the quote fails and releases the hold.
         no_usd = {k: v for k, v in DEFAULT_USD_VALUES.items() if k != "USD"}
-        run_step(dataclasses.replace(wf, rates=TableRateProvider(no_usd)), messages.QUOTE_EXCHANGE, exchange_id)
+        run_step(dataclasses.replace(wf, rates=TableRateProvider(no_usd)), machine.QUOTE.actor, exchange_id)
     elif state != "pending":
-        run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
+        run_step(wf, machine.QUOTE.actor, exchange_id)
         if state != "quoted":
-            run_step(wf, messages.DEBIT_EXCHANGE, exchange_id)
+            run_step(wf, machine.DEBIT.actor, exchange_id)
         if state == "credited":
-            run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+            run_step(wf, machine.CREDIT.actor, exchange_id)
         elif state == "completed":
             drive(wf, exchange_id)
         elif state in ("compensating", "refunded"):
@@ -73,7 +73,7 @@ def fail_credit_for_good(wf: Workflow, exchange_id: uuid.UUID) -> None:
     try:
         for _ in range(wf.config.credit_max_attempts):
             try:
-                run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+                run_step(wf, machine.CREDIT.actor, exchange_id)
             except StepDeferred:
                 continue
     finally:
@@ -97,7 +97,7 @@ def park(wf: Workflow, exchange_id: uuid.UUID) -> None:
     kill_worker_mid_step(wf.engine, exchange_id, step="credit", expected="debited")
     parking = dataclasses.replace(wf, config=dataclasses.replace(wf.config,
                                                                  rescue_overrides={"credit": RescuePolicy.PARK}))
-    run_step(parking, messages.CREDIT_EXCHANGE, exchange_id)
+    run_step(parking, machine.CREDIT.actor, exchange_id)
 
 
 def age(engine: Engine, exchange_id: uuid.UUID, by: timedelta) -> None:

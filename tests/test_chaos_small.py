@@ -1,4 +1,4 @@
-"""A CI-sized chaos run (bench/chaos.py): the real topology as separate processes, under fire.
+"""A CI-sized chaos run (bench/chaos/): the real topology as separate processes, under fire.
 
 150 exchanges through gunicorn while relays and workers are killed with kill -9 and
 restarted, the bank times out after applying (20 %) or answers 503 (5 %), the private

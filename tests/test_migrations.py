@@ -20,8 +20,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, func, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-import migrate
-from database import make_engine
+from infra import migrate
+from infra.database import make_engine
 from models import Base, accounts, balances, ledger_entries
 from models.base import utcnow
 from services.accounts import HOUSE_ACCOUNT_ID, open_account

@@ -17,13 +17,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 
 from app import create_app
+from domain import states as machine
 from errors import UnknownExchange
-from jobs import messages
+from harness import invariants
 from models import balances
-from services import invariants
+from ops.actions import ActionRefused, cancel, force_compensation, retry_step
 from services.accounts import open_account
 from services.credentials import Role, issue_api_key
-from services.operations import NEXT_ACTOR, ActionRefused, cancel, force_compensation, retry_step
 from services.workflow import STEPS, Delivery, StepDeferred, StepResult, Workflow, credit_key
 from tests.ops_support import (
     CLOSED_STATES,
@@ -42,12 +42,6 @@ ALL_STATES = OPEN_STATES + CLOSED_STATES
 @pytest.fixture
 def account(engine: Engine) -> uuid.UUID:
     return open_account(engine, "Operations Customer", {"CAD": Decimal("1000.00")})
-
-
-@pytest.fixture
-def ops(app: Flask, wf: Workflow) -> FlaskClient:
-    app.extensions["fx.bank"] = wf.bank
-    return app.test_client()
 
 
 def app_with(engine: Engine, wf: Workflow, **overrides: object) -> Flask:
@@ -117,7 +111,7 @@ def test_retry_is_allowed_in_every_open_state_and_sends_that_states_step_again(
 
     result = retry_step(wf.engine, exchange_id, "alice", queue=QUEUE)
 
-    actor = NEXT_ACTOR[state]  # type: ignore[index]
+    actor = machine.STEP_FOR_STATE[machine.ExchangeState(state)].actor
     assert result == f"{actor} sent again"
     assert_one_message_and_operator_event(before, actor=actor, outcome="retry_requested", operator="alice")
     (message,), (event,) = before.new_messages(), before.new_events()
@@ -143,7 +137,7 @@ def test_a_retried_credit_that_exhausted_its_attempts_gets_a_fresh_budget_and_co
     wf.bank.set_faults(error_next=2)
     for _ in range(2):
         with pytest.raises(StepDeferred, match="credit attempt"):
-            run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+            run_step(wf, machine.CREDIT.actor, exchange_id)
     assert row_of(wf.engine, exchange_id).attempt == 2
     before = Snapshot(wf.engine, exchange_id)
 
@@ -164,7 +158,7 @@ def test_a_retried_parked_exchange_is_resolved_with_the_bank(wf: Workflow, accou
     retry_step(wf.engine, exchange_id, "alice", queue=QUEUE)
     (message,) = before.new_messages()
 
-    assert message.actor == messages.RESOLVE_EXCHANGE
+    assert message.actor == machine.RESOLVE.actor
     assert deliver(wf, message) is StepResult.ADVANCED
     # The bank never saw the credit: it is voided there, and the debit is refunded.
     assert wf.bank.lookup(credit_key(exchange_id)).status == "voided"  # type: ignore[union-attr]
@@ -190,7 +184,7 @@ def test_cancel_before_the_debit_releases_the_hold_fails_the_exchange_and_queues
     exchange = row_of(wf.engine, exchange_id)
     assert exchange.state == "failed" and exchange.last_error == "cancelled by operator alice"
     assert exchange.claimed_by is None
-    assert_one_message_and_operator_event(before, actor=messages.SEND_RECEIPT, outcome="cancelled",
+    assert_one_message_and_operator_event(before, actor=machine.RECEIPT.actor, outcome="cancelled",
                                           operator="alice")
     detail = before.new_events()[0].detail
     assert detail["operator"] == "alice" and Decimal(detail["released"]) == Decimal("250.00")
@@ -231,7 +225,7 @@ def test_force_compensation_voids_the_credit_at_the_bank_then_refunds(
     exchange = row_of(wf.engine, exchange_id)
     assert exchange.state == "compensating"
     assert exchange.last_error == "compensation forced by operator alice"
-    assert_one_message_and_operator_event(before, actor=messages.COMPENSATE_EXCHANGE,
+    assert_one_message_and_operator_event(before, actor=machine.COMPENSATE.actor,
                                           outcome="compensation_forced", operator="alice")
     assert before.new_events()[0].detail == {"operator": "alice", "void_id": void.id}
 
@@ -240,7 +234,7 @@ def test_force_compensation_voids_the_credit_at_the_bank_then_refunds(
     assert state_of(wf.engine, exchange_id) == "refunded"
     assert balance(wf.engine, account) == (Decimal("1000.00"), Decimal("0"))
     # A credit message still on its way cannot pay any more: the step skips, the bank refuses the key.
-    assert run_step(wf, messages.CREDIT_EXCHANGE, exchange_id) is StepResult.SKIPPED
+    assert run_step(wf, machine.CREDIT.actor, exchange_id) is StepResult.SKIPPED
     assert wf.bank.all_applied() == []
     assert drive(wf, exchange_id) == "refunded"
     assert_invariants(wf)
@@ -314,9 +308,9 @@ def action_url(exchange_id: uuid.UUID, action: str) -> str:
 
 
 @pytest.mark.parametrize(("state", "action", "actor", "outcome", "result"), [
-    ("debited", "retry", messages.CREDIT_EXCHANGE, "retry_requested", "credit_exchange sent again"),
-    ("quoted", "cancel", messages.SEND_RECEIPT, "cancelled", "cancelled; the hold was released"),
-    ("needs_attention", "compensate", messages.COMPENSATE_EXCHANGE, "compensation_forced",
+    ("debited", "retry", machine.CREDIT.actor, "retry_requested", "credit_exchange sent again"),
+    ("quoted", "cancel", machine.RECEIPT.actor, "cancelled", "cancelled; the hold was released"),
+    ("needs_attention", "compensate", machine.COMPENSATE.actor, "compensation_forced",
      "compensation started; the bank voided the credit"),
 ])
 def test_the_action_api_accepts_an_allowed_action_and_names_the_operator(
@@ -406,7 +400,7 @@ def test_a_form_action_with_the_csrf_token_runs_and_flashes_its_result(
     page = ops.get(response.headers["Location"]).get_data(as_text=True)
     assert '<p class="flash-ok">cancelled; the hold was released</p>' in page
     assert state_of(wf.engine, exchange_id) == "failed"
-    assert_one_message_and_operator_event(before, actor=messages.SEND_RECEIPT, outcome="cancelled",
+    assert_one_message_and_operator_event(before, actor=machine.RECEIPT.actor, outcome="cancelled",
                                           operator="local-operator")
     assert "operator:local-operator" in page  # the timeline names who did it
 
@@ -503,7 +497,7 @@ def test_the_action_api_records_the_signed_in_operator(engine: Engine, wf: Workf
     response = client.post(action_url(exchange_id, "retry"), auth=("alice", "pw"))
 
     assert response.status_code == 202 and response.get_json()["operator"] == "alice"
-    assert_one_message_and_operator_event(before, actor=messages.CREDIT_EXCHANGE, outcome="retry_requested",
+    assert_one_message_and_operator_event(before, actor=machine.CREDIT.actor, outcome="retry_requested",
                                           operator="alice")
 
 
@@ -516,7 +510,7 @@ def test_an_operator_api_keys_action_names_the_keys_operator(engine: Engine, wf:
     response = client.post(action_url(exchange_id, "retry"), headers={"Authorization": f"Bearer {key}"})
 
     assert response.status_code == 202 and response.get_json()["operator"] == "carol"
-    assert_one_message_and_operator_event(before, actor=messages.CREDIT_EXCHANGE, outcome="retry_requested",
+    assert_one_message_and_operator_event(before, actor=machine.CREDIT.actor, outcome="retry_requested",
                                           operator="carol")
 
 
@@ -530,7 +524,7 @@ def test_a_signed_in_operators_form_action_names_them(engine: Engine, wf: Workfl
     response = client.post(form_url(exchange_id, "retry"), data={"csrf_token": token}, auth=("alice", "pw"))
 
     assert response.status_code == 302
-    assert_one_message_and_operator_event(before, actor=messages.DEBIT_EXCHANGE, outcome="retry_requested",
+    assert_one_message_and_operator_event(before, actor=machine.DEBIT.actor, outcome="retry_requested",
                                           operator="alice")
 
 

@@ -27,10 +27,10 @@ from sqlalchemy import Engine
 from werkzeug.serving import make_server
 
 from app import create_app
-from jobs import messages
+from domain import states as machine
+from ops.actions import cancel
+from ops.reconciler import compare_with_bank, requeue_stuck
 from services.accounts import open_account
-from services.operations import cancel
-from services.reconciler import compare_with_bank, requeue_stuck
 from services.workflow import StepDeferred, Workflow, credit_key
 from tests.ops_support import age, exchange_in, make_workflow, row_of
 from tests.workflow_support import bank_server, run_step
@@ -82,7 +82,7 @@ def seed(wf: Workflow) -> Demo:
     wf.bank.set_faults(down=True)
     for _ in range(2):
         with pytest.raises(StepDeferred):
-            run_step(wf, messages.CREDIT_EXCHANGE, stuck, worker="worker-7:1234:Thread-3")
+            run_step(wf, machine.CREDIT.actor, stuck, worker="worker-7:1234:Thread-3")
     wf.bank.reset_faults()
     stuck_quoted = exchange_in(wf, ada, "quoted", "64.00")
     for exchange_id in (stuck, stuck_quoted, refunded):

@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 
 from models import exchanges
+from ops.actions import cancel
 from services.accounts import open_account
-from services.operations import cancel
 from tests.support.portal import EMAIL, PASSWORD, exchange_form, hidden_field, sign_in, snapshot
 
 

@@ -25,10 +25,8 @@ from dramatiq import Worker
 from sqlalchemy import Engine
 from werkzeug.serving import make_server
 
+import bootstrap
 from app import create_app
-from jobs import runtime
-from jobs.broker import build_broker, install
-from outbox.daemon import build_relay
 from services.accounts import open_account
 from services.credentials import create_customer
 from tests.workflow_support import bank_server
@@ -61,19 +59,9 @@ class Portal:
     account: str
 
 
-def bind_actors(broker: dramatiq.Broker) -> None:
-    """Declare the real actors on `broker`; an earlier test may have bound them to its own."""
-    import jobs.actors
-
-    for actor in jobs.actors.ACTORS.values():
-        if actor.broker is not broker:
-            actor.broker = broker
-            broker.declare_actor(actor)
-
-
 @pytest.fixture
 def portal(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Portal]:
-    """The embedded system (embedded.run_embedded's wiring) on the test's SQLite file."""
+    """The embedded system (cli/serve.run_embedded's wiring) on the test's SQLite file."""
     with bank_server(tmp_path) as bank_url:
         settings = settings_for(sqlite_engine, bank_url=bank_url, relay_poll_interval_seconds=0.2,
                                 step_min_backoff_ms=100, step_max_backoff_ms=1_000)
@@ -82,19 +70,19 @@ def portal(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Portal]:
                                {"CAD": Decimal("10000.00"), "USD": Decimal("2500.00"), "EUR": Decimal("1000.00")},
                                customer_id=customer)
         previous_broker = dramatiq.get_broker()
-        runtime.configure(runtime.build_workflow(settings, sqlite_engine, bank_url))
-        broker = install(build_broker(settings))
-        bind_actors(broker)
+        bank = bootstrap.build_bank(settings, bank_url)
+        workflow = bootstrap.build_workflow(settings, sqlite_engine, bank)
+        broker = bootstrap.build_worker(settings, workflow=workflow).broker
         broker.declare_queue(settings.queue_name)
         worker = Worker(broker, worker_threads=2, worker_timeout=100)
         worker.start()
-        relay = build_relay(settings, sqlite_engine, broker)
+        relay = bootstrap.build_relay(settings, sqlite_engine, broker)
         relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
         relay_thread.start()
         app = create_app(settings)
         app.extensions["fx.engine"].dispose()
         app.extensions["fx.engine"] = sqlite_engine
-        app.extensions["fx.bank"] = runtime.bank_client(settings, bank_url)
+        app.extensions["fx.bank"] = bank
         server = make_server("127.0.0.1", 0, app, threaded=True)
         server_thread = threading.Thread(target=server.serve_forever, name="portal-server", daemon=True)
         server_thread.start()
@@ -107,7 +95,6 @@ def portal(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Portal]:
             relay_thread.join(timeout=10)
             worker.stop()
             broker.close()
-            runtime._workflow = None
             dramatiq.set_broker(previous_broker)
 
 

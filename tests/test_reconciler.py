@@ -14,12 +14,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, update
 
-from jobs import messages
+from domain import states as machine
+from harness import invariants
 from models import exchanges, reconciliation_findings
 from models.base import utcnow
-from services import invariants
+from ops.reconciler import Finding, compare_with_bank, reconcile_once, requeue_stuck
 from services.accounts import open_account
-from services.reconciler import Finding, compare_with_bank, reconcile_once, requeue_stuck
 from services.workflow import STEPS, Delivery, StepResult, Workflow, credit_key
 from tests.ops_support import (
     age,
@@ -43,17 +43,6 @@ UNREACHABLE_BANK_URL = "http://127.0.0.1:1"
 @pytest.fixture
 def account(engine: Engine) -> uuid.UUID:
     return open_account(engine, "Reconciled Customer", {"CAD": Decimal("1000.00")})
-
-
-@pytest.fixture
-def ops_app(app: Flask, wf: Workflow) -> Flask:
-    app.extensions["fx.bank"] = wf.bank
-    return app
-
-
-@pytest.fixture
-def ops(ops_app: Flask) -> FlaskClient:
-    return ops_app.test_client()
 
 
 def deliver(wf: Workflow, message: object, worker: str) -> StepResult:
@@ -84,12 +73,12 @@ def test_a_credit_left_behind_by_a_dead_worker_is_requeued_and_then_completes(
 
     requeued = requeue_stuck(wf.engine, stuck_after=STUCK_AFTER, queue=QUEUE, now=now)
 
-    assert requeued == [(exchange_id, "debited", messages.CREDIT_EXCHANGE)]
+    assert requeued == [(exchange_id, "debited", machine.CREDIT.actor)]
     (message,) = messages_for(wf.engine, exchange_id)[sent_before:]
-    assert message.actor == messages.CREDIT_EXCHANGE and message.published_at is None
+    assert message.actor == machine.CREDIT.actor and message.published_at is None
     note = events(wf.engine, exchange_id)[-1]
     assert (note.step, note.outcome, note.state, note.worker) == ("reconciler", "requeued", "debited", "reconciler")
-    assert note.detail["actor"] == messages.CREDIT_EXCHANGE
+    assert note.detail["actor"] == machine.CREDIT.actor
     assert note.detail["message_id"] == str(message.id)
     assert note.detail["idle_seconds"] >= LONG_AGO.total_seconds()
 
@@ -132,8 +121,8 @@ def test_a_requeued_exchange_is_not_sent_again_before_another_stuck_after_passes
     assert len(requeue_stuck(wf.engine, stuck_after=STUCK_AFTER, queue=QUEUE, now=now)) == 1
     assert requeue_stuck(wf.engine, stuck_after=STUCK_AFTER, queue=QUEUE, now=now + timedelta(seconds=60)) == []
     again = requeue_stuck(wf.engine, stuck_after=STUCK_AFTER, queue=QUEUE, now=now + STUCK_AFTER * 2)
-    assert again == [(exchange_id, "pending", messages.QUOTE_EXCHANGE)]
-    assert [m.actor for m in messages_for(wf.engine, exchange_id)] == [messages.QUOTE_EXCHANGE] * 3
+    assert again == [(exchange_id, "pending", machine.QUOTE.actor)]
+    assert [m.actor for m in messages_for(wf.engine, exchange_id)] == [machine.QUOTE.actor] * 3
 
 
 def test_closed_exchanges_are_never_requeued(wf: Workflow, account: uuid.UUID) -> None:
@@ -149,7 +138,7 @@ def test_a_parked_exchange_is_sent_to_the_bank_resolution_and_refunded_when_neve
     age(wf.engine, exchange_id, LONG_AGO)
 
     assert requeue_stuck(wf.engine, stuck_after=STUCK_AFTER, queue=QUEUE) == [
-        (exchange_id, "needs_attention", messages.RESOLVE_EXCHANGE)]
+        (exchange_id, "needs_attention", machine.RESOLVE.actor)]
     message = messages_for(wf.engine, exchange_id)[-1]
     assert deliver(wf, message, worker="resolver") is StepResult.ADVANCED
     assert wf.bank.lookup(credit_key(exchange_id)).status == "voided"  # type: ignore[union-attr]
@@ -275,5 +264,5 @@ def test_a_pass_with_the_bank_unreachable_still_requeues_stuck_exchanges(wf: Wor
 
     report = reconcile_once(wf.engine, bank_for(UNREACHABLE_BANK_URL), stuck_after=STUCK_AFTER, queue=QUEUE)
 
-    assert report.requeued == [(stuck, "pending", messages.QUOTE_EXCHANGE)]
+    assert report.requeued == [(stuck, "pending", machine.QUOTE.actor)]
     assert report.findings == []

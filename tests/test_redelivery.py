@@ -11,32 +11,22 @@ subprocesses. Durations are never asserted; every wait has a deadline.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 
-from services import invariants
+from harness import invariants
+from harness.frozen import process_state
+from harness.outcome import exchange_states, postings_by_exchange, timeline, wait_settled
+from harness.queues import held_messages
+from harness.waits import wait_until
+from harness.worker_logs import worker_process_pid
 from services.accounts import open_account
-from tests.conftest import unavailable
-from tests.support.processes import wait_until
-from tests.support.topology import exchange_states, postings_by_exchange, timeline, wait_settled
-from tests.support.zombies import (
-    Scene,
-    exchange_row,
-    held_messages,
-    open_scene,
-    process_state,
-    start_exchange,
-    worker_process_pid,
-)
+from tests.support.zombies import Scene, exchange_row, start_exchange
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -58,29 +48,19 @@ SETTLE_TIMEOUT_SECONDS = 60.0
 HOLD_TIMEOUT_SECONDS = 60.0
 
 
-@pytest.fixture
-def scene(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[Scene]:
-    with contextlib.ExitStack() as stack:
-        try:
-            opened = stack.enter_context(open_scene(pg_engine, postgres_url, tmp_path))
-        except FileNotFoundError as error:
-            unavailable("redis-server", error)
-        yield opened
-
-
 def test_messages_held_by_a_worker_killed_with_sigkill_are_processed_by_another_worker(scene: Scene) -> None:
     topo = scene.topology
     bank = topo.start_bank()
     # One thread: the holder runs one message and keeps up to one more prefetched in memory.
     holder = topo.start_worker("holder", threads=1, failpoints=HOLD_FAILPOINT, verbose=True, extra=REDELIVERY_ENV)
     holder_pid = worker_process_pid(holder)
-    topo.start_relay()
+    topo.start_relay_thread()
     account = open_account(topo.engine, "Redelivery", {"CAD": Decimal("1000.00")})
     ids = [start_exchange(topo, account) for _ in range(EXCHANGES)]
 
     # The holder pauses in a credit the bank has paid, holding that message and a prefetched one.
     def holding() -> tuple[str, set[str]] | None:
-        held = held_messages(topo.redis_url, topo.queue)
+        held = held_messages(topo.broker_url, topo.queue)
         if len(held) == 1 and bank.all_applied():
             [(worker_id, message_ids)] = held.items()
             return (worker_id, message_ids) if len(message_ids) >= 2 else None
@@ -88,7 +68,7 @@ def test_messages_held_by_a_worker_killed_with_sigkill_are_processed_by_another_
 
     holder_id, held = wait_until(
         holding, HOLD_TIMEOUT_SECONDS,
-        what=lambda: f"the holder to hold 2 messages: {held_messages(topo.redis_url, topo.queue)}\n{scene.describe()}")
+        what=lambda: f"the holder to hold 2 messages: {held_messages(topo.broker_url, topo.queue)}\n{scene.describe()}")
     print(f"the holder {holder_id} (pid {holder_pid}) holds {sorted(held)}")
     [paid] = [uuid.UUID(t.reference) for t in bank.all_applied()]
     assert f":{holder_pid}:" in (exchange_row(topo.engine, paid).claimed_by or "")
@@ -97,13 +77,13 @@ def test_messages_held_by_a_worker_killed_with_sigkill_are_processed_by_another_
     # while the holder lives, what it holds stays its own.
     rescuer = topo.start_worker("rescuer", verbose=True, extra=REDELIVERY_ENV)
     rescuer_pid = worker_process_pid(rescuer)
-    assert held_messages(topo.redis_url, topo.queue).get(holder_id) == held
+    assert held_messages(topo.broker_url, topo.queue).get(holder_id) == held
 
     os.kill(holder_pid, signal.SIGKILL)
     wait_until(lambda: process_state(holder_pid) in {None, "Z"}, 10, what=f"pid {holder_pid} to die")
 
     assert wait_settled(topo, SETTLE_TIMEOUT_SECONDS) == Counter({"completed": EXCHANGES})
-    assert holder_id not in held_messages(topo.redis_url, topo.queue)
+    assert holder_id not in held_messages(topo.broker_url, topo.queue)
     # Each message the holder held was run to its end by the rescuer; none by anyone else.
     ran = {}
     for event in timeline(topo.engine):

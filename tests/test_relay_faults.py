@@ -21,6 +21,11 @@ import redis
 from conftest import RABBITMQ_URL, REDIS_URL, unavailable
 from sqlalchemy import Engine, text
 
+from harness.processes import Process
+from harness.queues import message_ids
+from harness.servers import RedisServer, start_private_redis
+from harness.topology import Topology, application_name, published_total
+from harness.waits import wait_until
 from tests.support.outbox_rows import (
     RabbitmqProbe,
     RedisProbe,
@@ -28,18 +33,9 @@ from tests.support.outbox_rows import (
     duplicates,
     insert_messages,
     outbox_states,
-    redis_message_ids,
     unique_queue,
     unpublished_count,
     unpublished_ids,
-)
-from tests.support.processes import (
-    RedisServer,
-    RelayGroup,
-    RelayProcess,
-    relay_application_name,
-    start_private_redis,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -87,17 +83,17 @@ def broker(request: pytest.FixtureRequest) -> Probe:
 
 
 @pytest.fixture
-def relays(postgres_url: str, tmp_path: Path) -> Iterator[RelayGroup]:
+def relays(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[Topology]:
     """Relay subprocesses of one test, all stopped at its end.
 
     Request it after the broker fixture, so relays stop before the broker's queues are
     deleted. Their output is printed at teardown: pytest shows it only if the test failed.
     """
-    group = RelayGroup(log_dir=tmp_path, database_url=postgres_url)
-    yield group
-    group.stop_all()
-    if group.relays:
-        print(group.describe())
+    topology = Topology(log_dir=tmp_path, engine=pg_engine, database_url=postgres_url)
+    yield topology
+    topology.stop_all()
+    if topology.processes.processes:
+        print(topology.describe())
 
 
 @pytest.fixture
@@ -116,7 +112,7 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 # Helpers -----------------------------------------------------------------------------
 
 
-def wait_published(engine: Engine, queue: str, *relays: RelayProcess) -> None:
+def wait_published(engine: Engine, queue: str, *relays: Process) -> None:
     """Wait until no row of `queue` is unpublished, failing with the relays' output if not."""
 
     def explain() -> str:
@@ -152,13 +148,13 @@ def report_duplicates(
     indirect=True,
 )
 def test_relay_killed_after_publishing_republishes_exactly_that_batch(
-    pg_engine: Engine, broker: Probe, relays: RelayGroup
+    pg_engine: Engine, broker: Probe, relays: Topology
 ) -> None:
     batch_size, total = 50, 200
     queue = broker.new_queue("crash")
     ids = insert_messages(pg_engine, queue, total)
 
-    crashing = relays.start(
+    crashing = relays.start_relay(
         "crashing", broker_url=broker.url, batch_size=batch_size, failpoints="relay.after_publish=kill"
     )
     assert crashing.wait_exit(START_TIMEOUT_SECONDS + 30) == -signal.SIGKILL, crashing.describe()
@@ -170,7 +166,7 @@ def test_relay_killed_after_publishing_republishes_exactly_that_batch(
     assert unpublished_ids(pg_engine, queue) == set(ids)
     assert {state.attempts for state in outbox_states(pg_engine, queue)} == {0}
 
-    recovering = relays.start("recovering", broker_url=broker.url, batch_size=batch_size)
+    recovering = relays.start_relay("recovering", broker_url=broker.url, batch_size=batch_size)
     wait_published(pg_engine, queue, recovering)
     assert recovering.stop() == 0, recovering.describe()
 
@@ -196,15 +192,15 @@ def test_relay_killed_after_publishing_republishes_exactly_that_batch(
 def test_relays_side_by_side_publish_every_message_at_least_once(
     pg_engine: Engine,
     broker: Probe,
-    relays: RelayGroup,
+    relays: Topology,
     relay_count: int,
     message_count: int,
     record_property: Callable[[str, object], None],
 ) -> None:
     queue = broker.new_queue("side-by-side")
-    started = [relays.start(f"r{n}", broker_url=broker.url, batch_size=100) for n in range(relay_count)]
+    started = [relays.start_relay(f"r{n}", broker_url=broker.url, batch_size=100) for n in range(relay_count)]
     for relay in started:
-        relay.wait_started(START_TIMEOUT_SECONDS)
+        relay.wait_ready(START_TIMEOUT_SECONDS)
 
     # Written while they run, in many commits: every commit wakes every relay at once.
     ids = insert_messages(pg_engine, queue, message_count, per_transaction=500)
@@ -216,7 +212,7 @@ def test_relays_side_by_side_publish_every_message_at_least_once(
     assert_each_delivered(deliveries, ids)
     assert unpublished_count(pg_engine, queue) == 0
     # Every delivery belongs to a batch some relay committed: nothing was sent and then lost track of.
-    per_relay = {relay.name: relay.published_total() for relay in started}
+    per_relay = {relay.name: published_total(relay) for relay in started}
     print(f"published per relay: {per_relay}")
     record_property("published_per_relay", per_relay)
     assert sum(total or 0 for total in per_relay.values()) == sum(deliveries.values()), per_relay
@@ -230,15 +226,15 @@ def test_relays_side_by_side_publish_every_message_at_least_once(
 def test_relay_outlasts_a_redis_outage_and_loses_nothing(
     pg_engine: Engine,
     private_redis: RedisServer,
-    relays: RelayGroup,
+    relays: Topology,
     record_property: Callable[[str, object], None],
 ) -> None:
     queue = unique_queue("redis-outage")
     # Each batch lingers after publishing, so a backlog takes a while and the kill lands in it.
-    relay = relays.start(
+    relay = relays.start_relay(
         "outage", broker_url=private_redis.url, batch_size=50, failpoints="relay.after_publish=sleep:0.02"
     )
-    relay.wait_started(START_TIMEOUT_SECONDS)
+    relay.wait_ready(START_TIMEOUT_SECONDS)
 
     before = insert_messages(pg_engine, queue, 500, per_transaction=100)
     wait_published(pg_engine, queue, relay)
@@ -274,7 +270,7 @@ def test_relay_outlasts_a_redis_outage_and_loses_nothing(
     wait_published(pg_engine, queue, relay)
     assert relay.stop() == 0, relay.describe()
 
-    deliveries = redis_message_ids(private_redis.url, queue)
+    deliveries = message_ids(private_redis.url, queue)
     assert_each_delivered(deliveries, before + during + while_down)
     states = outbox_states(pg_engine, queue)
     assert all(s.published_at is not None and s.last_error is None for s in states)
@@ -342,17 +338,17 @@ def listening(backends: dict[int, str]) -> set[int]:
 def test_relay_reconnects_after_its_database_connections_are_terminated(
     pg_engine: Engine,
     shared_redis: RedisProbe,
-    relays: RelayGroup,
+    relays: Topology,
     record_property: Callable[[str, object], None],
 ) -> None:
     batch_size = 100
     queue = shared_redis.new_queue("pg-terminate")
     # Each batch stays open a moment after publishing, so the test can cut it off there.
-    relay = relays.start(
+    relay = relays.start_relay(
         "terminated", broker_url=shared_redis.url, batch_size=batch_size, failpoints="relay.after_publish=sleep:0.2"
     )
-    relay.wait_started(START_TIMEOUT_SECONDS)
-    name = relay_application_name(relay.name)
+    relay.wait_ready(START_TIMEOUT_SECONDS)
+    name = application_name(relay)
     first = insert_messages(pg_engine, queue, 300)
     wait_published(pg_engine, queue, relay)
 

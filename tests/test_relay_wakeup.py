@@ -27,7 +27,7 @@ from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, select, text
 
-from database import is_postgres, make_engine
+from infra.database import is_postgres, make_engine
 from models import outbox_messages
 from outbox import writer
 from outbox.publisher import BrokerPublisher, Publisher

@@ -26,12 +26,11 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 from sqlalchemy import Engine, func, select
 
-import observability
+import bootstrap
 from bank.client import BankClient
 from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
 from domain.states import TERMINAL_STATES
-from jobs import runtime
-from jobs.broker import build_broker, install
+from infra import observability
 from models import outbox_messages
 from outbox.publisher import TRACE_OPTION, BrokerPublisher
 from outbox.relay import Relay
@@ -152,38 +151,13 @@ class System:
                                 .where(outbox_messages.c.published_at.is_(None))).scalar_one()
 
 
-def bind_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Broker]:
-    """Declare the real actors on `broker`; returns the brokers they were bound to before.
-
-    Dramatiq binds an actor to the global broker when `jobs.actors` is first imported;
-    if another test imported it earlier, its actors still point at that older broker.
-    """
-    import jobs.actors
-
-    before = {}
-    for name, actor in jobs.actors.ACTORS.items():
-        before[name] = actor.broker
-        if actor.broker is not broker:
-            actor.broker = broker
-            broker.declare_actor(actor)
-    return before
-
-
-def unbind_actors(before: dict[str, dramatiq.Broker]) -> None:
-    import jobs.actors
-
-    for name, actor in jobs.actors.ACTORS.items():
-        actor.broker = before[name]
-
-
 def start_system(engine: Engine, app: Flask, customer: ApiCustomer, bank: BankClient,
                  lease: timedelta) -> Iterator[System]:
     previous_broker = dramatiq.broker.global_broker
-    broker = install(build_broker(settings_for(engine)))  # built after init_sentry: hooked by Sentry
-    bound_before = bind_actors(broker)
-    broker.declare_queue(QUEUE)
     workflow = Workflow(engine, bank, TableRateProvider(DEFAULT_USD_VALUES), WorkflowConfig(lease=lease))
-    runtime.configure(workflow)
+    # The broker is built after init_sentry: hooked by Sentry.
+    broker = bootstrap.build_worker(settings_for(engine), workflow=workflow).broker
+    broker.declare_queue(QUEUE)
     app.extensions["fx.bank"] = bank
     worker = Worker(broker, worker_threads=1, worker_timeout=50)
     worker.start()
@@ -193,9 +167,7 @@ def start_system(engine: Engine, app: Flask, customer: ApiCustomer, bank: BankCl
     finally:
         worker.stop()
         broker.close()
-        runtime._workflow = None
         dramatiq.broker.global_broker = previous_broker
-        unbind_actors(bound_before)
 
 
 @pytest.fixture

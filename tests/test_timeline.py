@@ -10,11 +10,10 @@ import pytest
 from conftest import ApiCustomer
 from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from jobs import messages
+from domain import states as machine
 from outbox.publisher import BrokerPublisher
 from outbox.relay import Relay
 from services import timeline
@@ -35,20 +34,13 @@ def api(client: FlaskClient) -> FlaskClient:
     return client
 
 
-@pytest.fixture
-def ops(app: Flask, wf: Workflow) -> FlaskClient:
-    """The operations pages, as the local operator (no OPERATORS outside production)."""
-    app.extensions["fx.bank"] = wf.bank
-    return app.test_client()
-
-
 def credit_failing_twice(wf: Workflow, account: uuid.UUID) -> uuid.UUID:
     """A debited exchange whose credit got 503 from the bank on two attempts, and is waiting to retry."""
     exchange_id = exchange_in(wf, account, "debited")
     wf.bank.set_faults(down=True)
     for _ in range(2):
         with pytest.raises(StepDeferred):
-            run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+            run_step(wf, machine.CREDIT.actor, exchange_id)
     wf.bank.reset_faults()
     return exchange_id
 

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from bank.client import BankClient
+from domain import states as machine
 from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
-from jobs import messages
+from harness import invariants
 from models import balances, exchange_events, exchanges, ledger_entries, outbox_messages
 from models.base import utcnow
-from services import invariants
 from services.accounts import open_account
 from services.claims import claim
 from services.workflow import StepDeferred, StepResult, Workflow, WorkflowConfig
@@ -76,8 +76,8 @@ def test_an_exchange_completes_with_one_debit_one_credit_and_a_receipt(wf: Workf
 
 def test_every_step_delivered_twice_moves_money_once(wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = accept(wf.engine, account, "250.00")
-    for actor in (messages.QUOTE_EXCHANGE, messages.DEBIT_EXCHANGE, messages.CREDIT_EXCHANGE,
-                  messages.COMPLETE_EXCHANGE, messages.SEND_RECEIPT):
+    for actor in (machine.QUOTE.actor, machine.DEBIT.actor, machine.CREDIT.actor,
+                  machine.COMPLETE.actor, machine.RECEIPT.actor):
         assert run_step(wf, actor, exchange_id) is StepResult.ADVANCED
         assert run_step(wf, actor, exchange_id) is StepResult.SKIPPED
     assert state_of(wf.engine, exchange_id) == "completed"
@@ -86,10 +86,11 @@ def test_every_step_delivered_twice_moves_money_once(wf: Workflow, account: uuid
 
 
 def test_a_step_delivered_to_two_workers_at_once_runs_once(pg_engine: Engine, bank_url: str) -> None:
-    wf = Workflow(pg_engine, BankClient(bank_url), TableRateProvider(DEFAULT_USD_VALUES))
+    bank = BankClient(bank_url, connect_timeout=2.0, read_timeout=5.0)
+    wf = Workflow(pg_engine, bank, TableRateProvider(DEFAULT_USD_VALUES))
     account = open_account(pg_engine, "Racer", {"CAD": Decimal("1000.00")})
     exchange_id = accept(pg_engine, account, "10.00")
-    for actor in (messages.QUOTE_EXCHANGE, messages.DEBIT_EXCHANGE, messages.CREDIT_EXCHANGE):
+    for actor in (machine.QUOTE.actor, machine.DEBIT.actor, machine.CREDIT.actor):
         barrier = threading.Barrier(4)
         results: list[object] = []
 
@@ -114,14 +115,14 @@ def test_a_step_delivered_to_two_workers_at_once_runs_once(pg_engine: Engine, ba
 
 def test_a_bank_timeout_after_applying_is_retried_and_credited_once(wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = accept(wf.engine, account)
-    run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
-    run_step(wf, messages.DEBIT_EXCHANGE, exchange_id)
+    run_step(wf, machine.QUOTE.actor, exchange_id)
+    run_step(wf, machine.DEBIT.actor, exchange_id)
     wf.bank.set_faults(timeout_after_apply_next=1, stall_ms=1500)
     with pytest.raises(StepDeferred):
-        run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+        run_step(wf, machine.CREDIT.actor, exchange_id)
     assert len(wf.bank.all_applied()) == 1  # the bank did apply it
     assert state_of(wf.engine, exchange_id) == "debited"
-    assert run_step(wf, messages.CREDIT_EXCHANGE, exchange_id) is StepResult.ADVANCED
+    assert run_step(wf, machine.CREDIT.actor, exchange_id) is StepResult.ADVANCED
     assert drive(wf, exchange_id) == "completed"
     credit_events = [e for e in events(wf.engine, exchange_id) if e[0] == "credit"]
     assert [(outcome, attempt) for _, outcome, attempt, _ in credit_events] == [("retrying", 1), ("succeeded", 2)]
@@ -147,12 +148,12 @@ def test_the_bank_down_for_good_refunds_a_debited_exchange(wf: Workflow, account
 
 def test_an_unanswered_credit_is_voided_at_the_bank_before_refunding(wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = accept(wf.engine, account, "40.00")
-    run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
-    run_step(wf, messages.DEBIT_EXCHANGE, exchange_id)
+    run_step(wf, machine.QUOTE.actor, exchange_id)
+    run_step(wf, machine.DEBIT.actor, exchange_id)
     wf.bank.set_faults(error_next=2)
     for _ in range(2):
         with pytest.raises(StepDeferred):
-            run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+            run_step(wf, machine.CREDIT.actor, exchange_id)
     # The last attempt is sent but not answered, and never applied: unknown until asked.
     with wf.engine.begin() as conn:
         conn.execute(update(exchanges).where(exchanges.c.id == exchange_id).values(outcome_unknown=True))
@@ -164,14 +165,14 @@ def test_an_unanswered_credit_is_voided_at_the_bank_before_refunding(wf: Workflo
 
 def test_an_unknown_outcome_with_the_bank_unreachable_parks_the_exchange(wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = accept(wf.engine, account, "40.00")
-    run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
-    run_step(wf, messages.DEBIT_EXCHANGE, exchange_id)
+    run_step(wf, machine.QUOTE.actor, exchange_id)
+    run_step(wf, machine.DEBIT.actor, exchange_id)
     wf.bank.set_faults(timeout_after_apply_next=3, stall_ms=1000)
     for _ in range(2):
         with pytest.raises(StepDeferred):
-            run_step(wf, messages.CREDIT_EXCHANGE, exchange_id)
+            run_step(wf, machine.CREDIT.actor, exchange_id)
     wf.bank.set_faults(down=True)
-    assert run_step(wf, messages.CREDIT_EXCHANGE, exchange_id) is StepResult.PARKED
+    assert run_step(wf, machine.CREDIT.actor, exchange_id) is StepResult.PARKED
     assert state_of(wf.engine, exchange_id) == "needs_attention"
     last = events(wf.engine, exchange_id)[-1]
     assert last[1] == "parked" and "could not ask the bank" in (last[3] or "")
@@ -181,8 +182,8 @@ def test_an_unknown_outcome_with_the_bank_unreachable_parks_the_exchange(wf: Wor
 
 def test_a_worker_whose_claim_was_taken_over_cannot_write(wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = accept(wf.engine, account, "60.00")
-    run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
-    run_step(wf, messages.DEBIT_EXCHANGE, exchange_id)
+    run_step(wf, machine.QUOTE.actor, exchange_id)
+    run_step(wf, machine.DEBIT.actor, exchange_id)
 
     # The first worker stalls inside the bank call until its lease has expired and a
     # second worker has taken the step over and completed it.
@@ -195,18 +196,18 @@ def test_a_worker_whose_claim_was_taken_over_cannot_write(wf: Workflow, account:
             conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
                          .values(claimed_until=utcnow() - timedelta(seconds=1)))
         wf.bank.transfer = original  # type: ignore[method-assign]
-        assert run_step(wf, messages.CREDIT_EXCHANGE, exchange_id, worker="rescuer") is StepResult.ADVANCED
+        assert run_step(wf, machine.CREDIT.actor, exchange_id, worker="rescuer") is StepResult.ADVANCED
         taken_over.set()
         return answer
 
     wf.bank.transfer = slow_transfer  # type: ignore[method-assign]
-    assert run_step(wf, messages.CREDIT_EXCHANGE, exchange_id, worker="zombie") is StepResult.LOST_CLAIM
+    assert run_step(wf, machine.CREDIT.actor, exchange_id, worker="zombie") is StepResult.LOST_CLAIM
     assert taken_over.is_set()
     with wf.engine.connect() as conn:
         credits = conn.execute(select(func.count()).select_from(ledger_entries).where(
             ledger_entries.c.exchange_id == exchange_id, ledger_entries.c.kind == "credit")).scalar_one()
         complete_messages = conn.execute(select(func.count()).select_from(outbox_messages).where(
-            outbox_messages.c.actor == messages.COMPLETE_EXCHANGE)).scalar_one()
+            outbox_messages.c.actor == machine.COMPLETE.actor)).scalar_one()
     assert credits == 2  # one posting: the rescuer's (two entries)
     assert complete_messages == 1
     assert ("credit", "lost_claim") in [(s, o) for s, o, _, _ in events(wf.engine, exchange_id)]
@@ -221,14 +222,14 @@ def test_a_step_claimed_by_a_live_worker_is_deferred_until_its_lease_ends(wf: Wo
         claim(conn, exchange_id, expected="pending", step="quote", worker="other",  # type: ignore[arg-type]
               lease=timedelta(seconds=5), now=utcnow())
     with pytest.raises(StepDeferred) as deferred:
-        run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
+        run_step(wf, machine.QUOTE.actor, exchange_id)
     assert deferred.value.delay_ms is not None and deferred.value.delay_ms > 1000
     assert state_of(wf.engine, exchange_id) == "pending"
 
 
 def test_a_pair_without_a_rate_fails_and_releases_the_hold(engine: Engine, bank_url: str) -> None:
     rates = {k: v for k, v in DEFAULT_USD_VALUES.items() if k != "USD"} | {"EUR": Decimal("1.08")}
-    wf = Workflow(engine, BankClient(bank_url), TableRateProvider(rates))
+    wf = Workflow(engine, BankClient(bank_url, connect_timeout=2.0, read_timeout=5.0), TableRateProvider(rates))
     account = open_account(engine, "No Rate", {"CAD": Decimal("100.00")})
     exchange_id = accept(engine, account, "10.00")
     assert drive(wf, exchange_id) == "failed"
@@ -238,11 +239,11 @@ def test_a_pair_without_a_rate_fails_and_releases_the_hold(engine: Engine, bank_
 
 def test_an_expired_quote_is_priced_again_at_the_debit(wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = accept(wf.engine, account, "100.00")
-    run_step(wf, messages.QUOTE_EXCHANGE, exchange_id)
+    run_step(wf, machine.QUOTE.actor, exchange_id)
     with wf.engine.begin() as conn:
         conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
                      .values(quote_expires_at=utcnow() - timedelta(seconds=1), rate=Decimal("0.5")))
-    run_step(wf, messages.DEBIT_EXCHANGE, exchange_id)
+    run_step(wf, machine.DEBIT.actor, exchange_id)
     with wf.engine.connect() as conn:
         rate = conn.execute(select(exchanges.c.rate).where(exchanges.c.id == exchange_id)).scalar_one()
     assert rate == Decimal("0.731")

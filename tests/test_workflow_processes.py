@@ -24,26 +24,19 @@ import requests
 from sqlalchemy import Engine, select
 
 from bank.client import BankClient
+from harness import invariants
+from harness.outcome import postings_by_exchange, timeline, wait_settled
+from harness.queues import forget_queue
+from harness.topology import Topology
+from harness.waits import wait_until
+from harness.worker_logs import WORKER_READY_MARKER, dropped_duplicates, step_results, worker_process_pid
 from models import exchanges, outbox_messages
-from services import invariants
 from services.accounts import get_account, open_account
 from services.exchanges import ExchangeRequest, create_exchange
 from tests.conftest import REDIS_URL, unavailable
 from tests.support.outbox_rows import unique_queue
-from tests.support.processes import wait_until
-from tests.support.topology import (
-    WORKER_READY_MARKER,
-    Service,
-    Topology,
-    TwicePublisher,
-    dropped_duplicates,
-    forget_queue,
-    postings_by_exchange,
-    step_results,
-    timeline,
-    wait_settled,
-    workflow_redis_url,
-)
+from tests.support.publishers import TwicePublisher
+from tests.support.relay_redis import workflow_redis_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -69,7 +62,7 @@ def topology(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[T
         forget_queue(redis_url, queue)
     except redis.RedisError as error:
         unavailable("Redis", error)
-    topo = Topology(log_dir=tmp_path, engine=pg_engine, database_url=postgres_url, redis_url=redis_url, queue=queue)
+    topo = Topology(log_dir=tmp_path, engine=pg_engine, database_url=postgres_url, broker_url=redis_url, queue=queue)
     try:
         yield topo
     finally:
@@ -114,14 +107,6 @@ def steps_of(engine: Engine) -> dict[uuid.UUID, Counter[tuple[str, str]]]:
     return result
 
 
-def worker_process_pid(worker: Service) -> str:
-    """The pid of the process Dramatiq forked to run the actors (step events name it)."""
-    for line in worker.output().splitlines():
-        if WORKER_READY_MARKER in line:
-            return line.split("[PID ", 1)[1].split("]", 1)[0]
-    raise AssertionError(f"no ready worker process in {worker.describe()}")
-
-
 # 1. Duplicate delivery -------------------------------------------------------------------
 
 
@@ -129,7 +114,7 @@ def test_every_message_delivered_twice_advances_each_exchange_once(topology: Top
     bank = topology.start_bank()
     # --verbose: the actors log each delivery's result at DEBUG, which the test counts.
     workers = [topology.start_worker(name, verbose=True) for name in ("a", "b")]
-    relay = topology.start_relay(wrap=TwicePublisher)
+    relay = topology.start_relay_thread(wrap=TwicePublisher)
     accounts = [open_account(topology.engine, f"Twice {n}", {"CAD": Decimal("20000.00")}) for n in range(3)]
 
     ids = exchange_many(topology, accounts, 30)
@@ -161,9 +146,9 @@ def test_every_message_delivered_twice_advances_each_exchange_once(topology: Top
         results = step_results(*workers)
         return sum(results.values()) + dropped_duplicates(*workers)
 
-    wait_until(lambda: topology.queued_in_broker() == 0 and endings() >= 2 * len(messages), SETTLE_TIMEOUT_SECONDS,
+    wait_until(lambda: topology.queued() == 0 and endings() >= 2 * len(messages), SETTLE_TIMEOUT_SECONDS,
                what=lambda: f"every copy to be consumed: {step_results(*workers)}, "
-                            f"{dropped_duplicates(*workers)} dropped, {topology.queued_in_broker()} queued")
+                            f"{dropped_duplicates(*workers)} dropped, {topology.queued()} queued")
     results = step_results(*workers)
     dropped = dropped_duplicates(*workers)
     print(f"deliveries: {dict(results)}, dropped duplicates: {dropped}")
@@ -183,7 +168,7 @@ def test_credits_that_time_out_after_the_bank_applied_them_are_replayed_and_paid
     # The bank applies the next 3 transfers and answers after 3 s; the client gives up after 1 s.
     bank.set_faults(timeout_after_apply_next=3, stall_ms=3000)
     topology.start_worker("a", extra={"CREDIT_MAX_ATTEMPTS": "5"})
-    topology.start_relay()
+    topology.start_relay_thread()
     account = open_account(topology.engine, "Late Answers", {"CAD": Decimal("1000.00")})
 
     ids = exchange_many(topology, [account], 3)
@@ -217,7 +202,7 @@ def test_a_worker_killed_between_the_bank_and_the_commit_is_taken_over_and_credi
     bank = topology.start_bank()
     doomed = topology.start_worker("a", failpoints="step.credit.after_bank=kill")
     doomed_pid = worker_process_pid(doomed)
-    topology.start_relay()
+    topology.start_relay_thread()
     account = open_account(topology.engine, "Killed Mid-Credit", {"CAD": Decimal("1000.00")})
 
     ids = exchange_many(topology, [account], 3)
@@ -257,7 +242,7 @@ def test_exchanges_are_refunded_when_the_bank_stays_down(topology: Topology) -> 
     bank = topology.start_bank()
     bank.set_faults(down=True)
     topology.start_worker("a", extra={"CREDIT_MAX_ATTEMPTS": "3"})
-    topology.start_relay()
+    topology.start_relay_thread()
     account = open_account(topology.engine, "Bank Down", {"CAD": Decimal("1000.00")})
     before = get_account(topology.engine, account).balances
 
@@ -287,10 +272,10 @@ def test_exchanges_are_refunded_when_the_bank_stays_down(topology: Topology) -> 
 def test_five_hundred_exchanges_under_random_bank_faults_keep_every_invariant(topology: Topology) -> None:
     bank = topology.start_bank()
     bank.set_faults(timeout_after_apply_rate=0.1, error_rate=0.1, stall_ms=1500, latency_ms=5)
-    workers = [topology.start_worker(str(n), extra={"CREDIT_MAX_ATTEMPTS": "6"}, wait_ready=False) for n in range(4)]
+    workers = [topology.start_worker(str(n), extra={"CREDIT_MAX_ATTEMPTS": "6"}, wait=False) for n in range(4)]
     for worker in workers:
         worker.wait_for_output(WORKER_READY_MARKER)
-    topology.start_relay()
+    topology.start_relay_thread()
     funding = {"CAD": Decimal("100000.00"), "EUR": Decimal("100000.00")}
     accounts = [open_account(topology.engine, f"Chaos {n}", funding) for n in range(20)]
 

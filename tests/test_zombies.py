@@ -12,38 +12,33 @@ subprocesses. Durations are never asserted; every wait has a deadline.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from bank.client import BankClient
-from jobs import messages
+from domain import states as machine
+from harness import invariants
+from harness.frozen import STOPPED, process_state
+from harness.outcome import exchange_states, postings_by_exchange, wait_settled
+from harness.processes import Process
+from harness.topology import Topology, application_name
+from harness.waits import wait_until
+from harness.worker_logs import step_deliveries, worker_process_pid
 from models import outbox_messages
 from models.base import utcnow
-from services import invariants
 from services.accounts import get_account, open_account
-from tests.conftest import unavailable
-from tests.support.processes import RelayProcess, relay_application_name, wait_until
-from tests.support.topology import Service, Topology, exchange_states, postings_by_exchange, wait_settled
 from tests.support.zombies import (
-    STOPPED,
     Scene,
     backends,
     events_of,
     exchange_row,
     in_transaction,
     money_snapshot,
-    open_scene,
-    process_state,
     start_exchange,
-    step_deliveries,
-    worker_process_pid,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -66,20 +61,8 @@ RELAY_BATCH_FAILED = "relay batch failed (database:"
 CONNECTION_ENDED = ("terminating connection due to idle-in-transaction timeout",
                     "server closed the connection unexpectedly")
 #: What Dramatiq logs when a step raises, and when its Retries middleware sends it again.
-DEBIT_FAILED = f"Failed to process message {messages.DEBIT_EXCHANGE}("
+DEBIT_FAILED = f"Failed to process message {machine.DEBIT.actor}("
 RETRYING = "Retrying message"
-
-
-@pytest.fixture
-def scene(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[Scene]:
-    """The test's processes, every frozen one woken and all stopped at the end; their output is
-    printed (pytest shows it when the test failed)."""
-    with contextlib.ExitStack() as stack:
-        try:
-            opened = stack.enter_context(open_scene(pg_engine, postgres_url, tmp_path))
-        except FileNotFoundError as error:
-            unavailable("redis-server", error)
-        yield opened
 
 
 def assert_money_whole(topology: Topology, bank: BankClient, ids: list[uuid.UUID]) -> None:
@@ -98,7 +81,7 @@ def assert_balances(engine: Engine, account: uuid.UUID, exchange_id: uuid.UUID, 
     assert got == {("CAD", Decimal(funded) - Decimal(spent), Decimal(0)), ("USD", to_amount, Decimal(0))}
 
 
-def cut_off(process: Service | RelayProcess) -> bool:
+def cut_off(process: Process) -> bool:
     """The process says PostgreSQL ended the connection its transaction was on."""
     output = process.output()
     return any(reason in output for reason in CONNECTION_ENDED)
@@ -114,7 +97,7 @@ def test_a_worker_frozen_after_the_bank_paid_loses_its_claim_and_its_late_credit
     bank = topo.start_bank()
     zombie = topo.start_worker("zombie", failpoints="step.credit.after_bank=stop", verbose=True)
     zombie_pid = scene.frozen.watch(worker_process_pid(zombie))
-    topo.start_relay()
+    topo.start_relay_thread()
     account = open_account(topo.engine, "Zombie Credit", {"CAD": Decimal("500.00")})
     exchange_id = start_exchange(topo, account)
 
@@ -140,7 +123,7 @@ def test_a_worker_frozen_after_the_bank_paid_loses_its_claim_and_its_late_credit
     settled = money_snapshot(topo.engine, bank)
 
     scene.frozen.resume(zombie_pid)
-    wait_until(lambda: step_deliveries(zombie)[(messages.CREDIT_EXCHANGE, str(exchange_id), "lost_claim")] == 1,
+    wait_until(lambda: step_deliveries(zombie)[(machine.CREDIT.actor, str(exchange_id), "lost_claim")] == 1,
                WAKE_TIMEOUT_SECONDS, what=lambda: f"the woken worker to lose its claim: {zombie.describe()}")
 
     # Its late write changed nothing: no second credit, no second payment, the same balances.
@@ -171,7 +154,7 @@ def test_a_worker_frozen_inside_the_debit_transaction_is_cut_off_and_the_debit_p
     zombie = topo.start_worker("zombie", failpoints="step.debit.before_commit=stop", verbose=True,
                                extra={**SHORT_IDLE_IN_TRANSACTION, "PGAPPNAME": ZOMBIE_APP_NAME})
     zombie_pid = scene.frozen.watch(worker_process_pid(zombie))
-    topo.start_relay()
+    topo.start_relay_thread()
     account = open_account(topo.engine, "Zombie Debit", {"CAD": Decimal("500.00")})
     exchange_id = start_exchange(topo, account)
 
@@ -192,12 +175,12 @@ def test_a_worker_frozen_inside_the_debit_transaction_is_cut_off_and_the_debit_p
     scene.frozen.resume(zombie_pid)
     # Its commit fails on the connection PostgreSQL ended; Dramatiq retries the message,
     # and the retry finds the debit done and acknowledges it.
-    wait_until(lambda: step_deliveries(zombie, rescuer)[(messages.DEBIT_EXCHANGE, str(exchange_id), "skipped")] == 1,
+    wait_until(lambda: step_deliveries(zombie, rescuer)[(machine.DEBIT.actor, str(exchange_id), "skipped")] == 1,
                WAKE_TIMEOUT_SECONDS, what=lambda: f"the retried debit to be skipped: {scene.describe()}")
     assert DEBIT_FAILED in zombie.output() and RETRYING in zombie.output(), zombie.describe()
     assert cut_off(zombie), zombie.describe()
     debits = Counter(result for (actor, ident, result) in step_deliveries(zombie, rescuer).elements()
-                     if actor == messages.DEBIT_EXCHANGE and ident == str(exchange_id))
+                     if actor == machine.DEBIT.actor and ident == str(exchange_id))
     assert debits == Counter({"advanced": 1, "skipped": 1}), debits
 
     assert money_snapshot(topo.engine, bank) == settled
@@ -215,7 +198,7 @@ def unpublished_quotes(engine: Engine) -> int:
     with engine.connect() as conn:
         return conn.execute(
             select(func.count()).select_from(outbox_messages)
-            .where(outbox_messages.c.actor == messages.QUOTE_EXCHANGE, outbox_messages.c.published_at.is_(None))
+            .where(outbox_messages.c.actor == machine.QUOTE.actor, outbox_messages.c.published_at.is_(None))
         ).scalar_one()
 
 
@@ -228,9 +211,8 @@ def test_a_relay_frozen_before_its_commit_is_cut_off_and_its_republished_batch_m
     accounts = [open_account(topo.engine, f"Relay Zombie {n}", {"CAD": Decimal("500.00")}) for n in range(4)]
     ids = [start_exchange(topo, account) for account in accounts]
 
-    zombie = scene.relays.start("zombie", broker_url=topo.redis_url, failpoints="relay.after_publish=stop",
-                                extra=SHORT_IDLE_IN_TRANSACTION)
-    app_name = relay_application_name(zombie.name)
+    zombie = topo.start_relay("zombie", failpoints="relay.after_publish=stop", extra=SHORT_IDLE_IN_TRANSACTION)
+    app_name = application_name(zombie)
     scene.frozen.wait_stopped(zombie.pid, STOP_TIMEOUT_SECONDS, scene.describe)
     # Its batch (every quote message) reached Redis and the workers quote from it, but the
     # batch was never marked published.
@@ -242,14 +224,14 @@ def test_a_relay_frozen_before_its_commit_is_cut_off_and_its_republished_batch_m
                what=lambda: f"PostgreSQL to abort the frozen relay's transaction: {backends(topo.engine, app_name)}")
     frozen_backends = set(backends(topo.engine, app_name))
 
-    topo.start_relay()  # republishes the batch, then relays every later step
+    topo.start_relay_thread()  # republishes the batch, then relays every later step
     assert wait_settled(topo, SETTLE_TIMEOUT_SECONDS) == Counter({"completed": len(ids)})
 
     # Both copies of each quote message were processed: one quoted, the other found it quoted.
     def quote_deliveries() -> dict[str, Counter[str]]:
         found: dict[str, Counter[str]] = {str(i): Counter() for i in ids}
         for (actor, ident, result), n in step_deliveries(*workers).items():
-            if actor == messages.QUOTE_EXCHANGE:
+            if actor == machine.QUOTE.actor:
                 found.setdefault(ident, Counter())[result] += n
         return found
 

@@ -13,20 +13,11 @@ from sqlalchemy import Engine, select
 from werkzeug.serving import make_server
 
 from bank.server import create_app as create_bank
+from domain import states as machine
 from domain.states import TERMINAL_STATES
-from jobs import messages
 from models import exchanges
 from services.exchanges import ExchangeRequest, create_exchange
 from services.workflow import STEPS, Delivery, StepDeferred, StepResult, Workflow
-
-#: Which actor runs next in each non-terminal state.
-NEXT_ACTOR = {
-    "pending": messages.QUOTE_EXCHANGE,
-    "quoted": messages.DEBIT_EXCHANGE,
-    "debited": messages.CREDIT_EXCHANGE,
-    "credited": messages.COMPLETE_EXCHANGE,
-    "compensating": messages.COMPENSATE_EXCHANGE,
-}
 
 
 @contextmanager
@@ -55,10 +46,10 @@ def drive(wf: Workflow, exchange_id: uuid.UUID, *, max_steps: int = 50) -> str:
     for _ in range(max_steps):
         state = state_of(wf.engine, exchange_id)
         if state in TERMINAL_STATES or state == "needs_attention":
-            run_step(wf, messages.SEND_RECEIPT, exchange_id)
+            run_step(wf, machine.RECEIPT.actor, exchange_id)
             return state
         try:
-            run_step(wf, NEXT_ACTOR[state], exchange_id)
+            run_step(wf, machine.STEP_FOR_STATE[machine.ExchangeState(state)].actor, exchange_id)
         except StepDeferred:
             continue
     raise AssertionError(f"exchange {exchange_id} did not finish in {max_steps} steps")

@@ -113,20 +113,22 @@ def create_exchange() -> tuple[Response, int]:
 def get_exchange(exchange_id: uuid.UUID) -> Response:
     row = exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)
     return jsonify(
-        id=str(row.id),
+        **_progress(row),
         account=str(row.account_id),
         from_currency=row.from_currency,
         to_currency=row.to_currency,
         amount=money(row.amount, row.from_currency),
         rate=None if row.rate is None else str(row.rate.normalize()),
         to_amount=money(row.to_amount, row.to_currency),
-        state=row.state,
-        step=row.step,
-        attempt=row.attempt,
-        last_error=row.last_error,
         created_at=row.created_at.isoformat(),
         updated_at=row.updated_at.isoformat(),
     )
+
+
+def _progress(row: Any) -> dict[str, Any]:
+    """Where an exchange stands: the fields its page and its timeline both answer with."""
+    return {"id": str(row.id), "state": row.state, "step": row.step, "attempt": row.attempt,
+            "last_error": row.last_error}
 
 
 @bp.get("/exchanges/<uuid:exchange_id>/timeline")
@@ -137,11 +139,7 @@ def get_timeline(exchange_id: uuid.UUID) -> Response:
     entries = timeline.of_exchange(_engine(), exchange_id)
     trouble = timeline.first_trouble(entries)
     return jsonify(
-        id=str(row.id),
-        state=row.state,
-        step=row.step,
-        attempt=row.attempt,
-        last_error=row.last_error,
+        **_progress(row),
         trouble=None if trouble is None else trouble.as_json(),
         events=[entry.as_json() for entry in entries],
     )

@@ -85,22 +85,22 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorDetailSchema, required=True)
 
 
-class ExchangeAcceptedSchema(Schema):
+class _ExchangeIdentity(Schema):
+    """What every answer about one exchange starts with."""
+
     id = fields.UUID(required=True)
     account = fields.UUID(required=True)
     from_currency = fields.String(required=True)
     to_currency = fields.String(required=True)
     amount = fields.String(required=True)
+
+
+class ExchangeAcceptedSchema(_ExchangeIdentity):
     accepted_at = fields.DateTime(required=True)
     status_url = fields.String(required=True)
 
 
-class ExchangeSchema(Schema):
-    id = fields.UUID(required=True)
-    account = fields.UUID(required=True)
-    from_currency = fields.String(required=True)
-    to_currency = fields.String(required=True)
-    amount = fields.String(required=True)
+class ExchangeSchema(_ExchangeIdentity):
     rate = fields.String(required=True, allow_none=True)
     to_amount = fields.String(required=True, allow_none=True)
     state = fields.String(required=True, metadata={"enum": [s.value for s in ExchangeState]})

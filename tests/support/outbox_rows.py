@@ -14,9 +14,9 @@ from datetime import datetime
 
 import pika
 import pika.exceptions
-import redis
 from sqlalchemy import Engine, func, select
 
+from harness import queues
 from models import outbox_messages
 from outbox.writer import enqueue
 
@@ -24,8 +24,6 @@ from outbox.writer import enqueue
 PROBE_ACTOR = "fault_probe"
 #: AMQP's reply code for a queue that does not exist.
 NOT_FOUND = 404
-#: Dramatiq's key namespace on Redis.
-REDIS_NAMESPACE = "dramatiq"
 
 
 def unique_queue(prefix: str) -> str:
@@ -81,42 +79,6 @@ def duplicates(deliveries: Counter[str]) -> int:
 
 def as_strings(ids: list[uuid.UUID] | set[uuid.UUID]) -> set[str]:
     return {str(message_id) for message_id in ids}
-
-
-# Redis -------------------------------------------------------------------------------
-
-
-def redis_queue_keys(queue: str) -> list[str]:
-    base = f"{REDIS_NAMESPACE}:{queue}"
-    return [base, f"{base}.msgs", f"{base}.DQ", f"{base}.DQ.msgs", f"{base}.XQ", f"{base}.XQ.msgs"]
-
-
-def redis_message_ids(url: str, queue: str) -> Counter[str]:
-    """Dramatiq message ids on `queue`, counted once per enqueue.
-
-    Dramatiq keeps a list of per-enqueue ids (`redis_message_id`) and a hash from those to
-    the message JSON; the Dramatiq message id (our outbox id) is inside the JSON. Both
-    structures must agree, or the queue is corrupt.
-    """
-    client = redis.Redis.from_url(url)
-    try:
-        base = f"{REDIS_NAMESPACE}:{queue}"
-        listed = Counter(client.lrange(base, 0, -1))
-        stored = client.hgetall(f"{base}.msgs")
-    finally:
-        client.close()
-    assert set(listed) == set(stored) and max(listed.values(), default=1) == 1, (
-        f"Redis queue {queue}: the list ({sum(listed.values())} ids) and the hash ({len(stored)}) disagree"
-    )
-    return Counter(json.loads(body)["message_id"] for body in stored.values())
-
-
-def delete_redis_queue(url: str, queue: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        client.delete(*redis_queue_keys(queue))
-    finally:
-        client.close()
 
 
 # RabbitMQ ----------------------------------------------------------------------------
@@ -176,11 +138,11 @@ class RedisProbe:
 
     def deliveries(self, queue: str) -> Counter[str]:
         """Every enqueue onto `queue` so far, by message id (nothing consumes them)."""
-        return redis_message_ids(self.url, queue)
+        return queues.message_ids(self.url, queue)
 
     def cleanup(self) -> None:
         for queue in self.queues:
-            delete_redis_queue(self.url, queue)
+            queues.forget_queue(self.url, queue)
 
 
 class RabbitmqProbe:

@@ -1,113 +1,46 @@
-"""Processes that freeze and come back: SIGSTOPped workers and relays, and what they held.
+"""Processes that freeze and come back, and what they held, for the zombie and redelivery tests.
 
-A failpoint with the action `stop` makes a worker or relay SIGSTOP itself at a chosen
-place. These helpers wait until the kernel reports it stopped, wake it (SIGCONT) when the
-test says so, and wake every one of them before teardown kills anything, so no stopped
-process outlives its test. They also read what a frozen process held: its PostgreSQL
-backends, and the Dramatiq messages it fetched and never acknowledged.
+The processes run in a `Topology` on a private redis-server; `Frozen` (harness.frozen)
+wakes every stopped one before teardown kills anything. The readers below say what a
+frozen process held (its PostgreSQL backends) and what the money looks like.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import redis
+import pytest
 from sqlalchemy import Engine, func, select, text
 
 from bank.client import BankClient
+from harness.frozen import Frozen
+from harness.outcome import Event, timeline
+from harness.servers import RedisServer, start_private_redis
+from harness.topology import Topology
 from models import balances, exchanges, ledger_entries
 from services.exchanges import ExchangeRequest, create_exchange
-from tests.support.outbox_rows import REDIS_NAMESPACE, unique_queue
-from tests.support.processes import RedisServer, RelayGroup, start_private_redis, wait_until
-from tests.support.topology import STEP_RESULT, Service, Topology, timeline
-
-#: /proc/<pid>/stat's state letter for a process stopped by a signal (SIGSTOP).
-STOPPED = "T"
-#: What Dramatiq logs once a forked worker process consumes; it names that process's pid.
-WORKER_READY_MARKER = "Worker process is ready for action."
-
-
-# Stopped processes -----------------------------------------------------------------------
-
-
-def process_state(pid: int) -> str | None:
-    """The kernel's state letter for `pid` (R, S, T, Z, ...), or None once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (in parentheses) may hold spaces: the state follows its last ")".
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def worker_process_pid(worker: Service) -> int:
-    """The pid of the process Dramatiq forked to run the actors (the one a failpoint stops)."""
-    for line in worker.output().splitlines():
-        if WORKER_READY_MARKER in line and "[PID " in line:
-            return int(line.split("[PID ", 1)[1].split("]", 1)[0])
-    raise AssertionError(f"no ready worker process in {worker.describe()}")
-
-
-@dataclass
-class Frozen:
-    """Processes that may SIGSTOP themselves: waited for, woken, and all woken at teardown."""
-
-    pids: set[int] = field(default_factory=set)
-
-    def watch(self, pid: int) -> int:
-        self.pids.add(pid)
-        return pid
-
-    def wait_stopped(self, pid: int, timeout: float, describe: Callable[[], str]) -> None:
-        self.watch(pid)
-
-        def stopped() -> bool:
-            state = process_state(pid)
-            if state is None:
-                raise AssertionError(f"pid {pid} exited instead of stopping: {describe()}")
-            return state == STOPPED
-
-        wait_until(stopped, timeout, what=lambda: f"pid {pid} to stop (state {process_state(pid)}): {describe()}")
-
-    def resume(self, pid: int) -> None:
-        os.kill(pid, signal.SIGCONT)
-        wait_until(lambda: process_state(pid) != STOPPED, 10, what=f"pid {pid} to resume after SIGCONT")
-
-    def resume_all(self) -> None:
-        """SIGCONT every watched process still alive: a stopped one would ignore SIGTERM."""
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
+from tests.conftest import unavailable
+from tests.support.outbox_rows import unique_queue
 
 # What one test runs ---------------------------------------------------------------------------
 
 
 @dataclass
 class Scene:
-    """A Topology (bank, workers, in-process relay) on a private redis-server, relay
-    subprocesses, and the processes expected to freeze."""
+    """A Topology (bank, workers, relays) on a private redis-server, and the processes expected to freeze."""
 
     topology: Topology
-    relays: RelayGroup
     frozen: Frozen
     redis_server: RedisServer
 
     def describe(self) -> str:
-        parts = [self.topology.describe()]
-        if self.relays.relays:
-            parts.append(self.relays.describe())
-        return "\n\n".join(parts)
+        return self.topology.describe()
 
 
 @contextlib.contextmanager
@@ -121,9 +54,8 @@ def open_scene(engine: Engine, database_url: str, log_dir: Path) -> Iterator[Sce
     """
     server = start_private_redis(log_dir / "redis", "--save", "", "--appendonly", "no")
     scene = Scene(
-        topology=Topology(log_dir=log_dir, engine=engine, database_url=database_url, redis_url=server.url,
+        topology=Topology(log_dir=log_dir, engine=engine, database_url=database_url, broker_url=server.url,
                           queue=unique_queue("zombie")),
-        relays=RelayGroup(log_dir=log_dir, database_url=database_url),
         frozen=Frozen(),
         redis_server=server,
     )
@@ -131,8 +63,7 @@ def open_scene(engine: Engine, database_url: str, log_dir: Path) -> Iterator[Sce
         yield scene
     finally:
         try:
-            scene.frozen.resume_all()
-            scene.relays.stop_all()
+            scene.frozen.resume_all()  # a stopped process would ignore SIGTERM
             scene.topology.stop_all()
             print(scene.describe())
         finally:
@@ -159,37 +90,23 @@ def in_transaction(engine: Engine, application_name: str) -> set[int]:
             if (state or "").startswith("idle in transaction")}
 
 
-def held_messages(redis_url: str, queue: str) -> dict[str, set[str]]:
-    """Per Dramatiq worker id, the message ids (outbox ids) it fetched from `queue` and has not acked.
-
-    Dramatiq's Redis broker keeps them in `__acks__.<worker id>.<queue>`, by per-enqueue id;
-    the message's own id is in the JSON that the queue's hash stores under that id.
-    """
-    client = redis.Redis.from_url(redis_url)
-    try:
-        prefix = f"{REDIS_NAMESPACE}:__acks__."
-        held: dict[str, set[str]] = {}
-        for key in client.scan_iter(match=f"{prefix}*.{queue}"):
-            worker_id = key.decode()[len(prefix):-len(f".{queue}")]
-            enqueue_ids = list(client.smembers(key))
-            bodies = client.hmget(f"{REDIS_NAMESPACE}:{queue}.msgs", enqueue_ids) if enqueue_ids else []
-            ids = {json.loads(body)["message_id"] for body in bodies if body is not None}
-            if ids:
-                held[worker_id] = ids
-        return held
-    finally:
-        client.close()
+@pytest.fixture
+def scene(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[Scene]:
+    """A pytest fixture (tests/conftest.py loads this module as a plugin): the test's processes,
+    every frozen one woken and all stopped at the end; their output is printed (pytest shows it
+    when the test failed)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_scene(pg_engine, postgres_url, tmp_path))
+        except FileNotFoundError as error:
+            unavailable("redis-server", error)
+        yield opened
 
 
 # Reading the outcome --------------------------------------------------------------------------
 
 
-def step_deliveries(*workers: Service) -> Counter[tuple[str, str, str]]:
-    """(actor, exchange id, result) of every delivery the workers' DEBUG lines report."""
-    return Counter((m.group(1), m.group(2), m.group(3)) for w in workers for m in STEP_RESULT.finditer(w.output()))
-
-
-def events_of(engine: Engine, exchange_id: uuid.UUID, step: str, outcome: str) -> list[Any]:
+def events_of(engine: Engine, exchange_id: uuid.UUID, step: str, outcome: str) -> list[Event]:
     return [e for e in timeline(engine, exchange_id) if e.step == step and e.outcome == outcome]
 
 

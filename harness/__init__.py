@@ -1,0 +1,1 @@
+"""What tests and benchmarks share: processes, private servers, ports, waits, meters, the invariant oracle."""
