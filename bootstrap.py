@@ -9,9 +9,11 @@ import.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 import dramatiq
 from sqlalchemy import Engine
@@ -22,6 +24,8 @@ from errors import ConfigError
 from infra.database import is_postgres, make_engine
 from jobs.actors import declare_actors
 from jobs.broker import build_broker
+from jobs.lifecycle import ProcessLifecycle
+from ops.processes import Heartbeat, ProcessRole
 from outbox.publisher import publisher_for
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
@@ -115,4 +119,17 @@ def build_worker(settings: Settings, *, workflow: Workflow | None = None,
     if workflow is None:
         engine = build_engine(settings, Role.WORKER)
         workflow = build_workflow(settings, engine, build_bank(settings))
+    heartbeat: list[Heartbeat] = []
+    lifecycle = ProcessLifecycle(
+        on_boot=lambda: heartbeat.append(build_heartbeat(settings, workflow.engine, ProcessRole.WORKER,
+                                                         holding=lifecycle.in_hand).start()),
+        on_shutdown=lambda: [beat.stop() for beat in heartbeat],
+    )
+    broker.add_middleware(lifecycle)
     return Worker(broker, workflow, declare_actors(broker, settings, workflow))
+
+
+def build_heartbeat(settings: Settings, engine: Engine, role: ProcessRole,
+                    holding: Callable[[], dict[str, Any]] | None = None) -> Heartbeat:
+    """This process's heartbeat (not started): call `start()` when it begins its work."""
+    return Heartbeat(engine, role, interval_seconds=settings.heartbeat_interval_seconds, holding=holding)

@@ -78,6 +78,10 @@ class Settings:
     #: An open exchange with no progress for this long is stuck: listed, and re-enqueued.
     stuck_after_seconds: float = _env("STUCK_AFTER_SECONDS", 120.0, 1.0)
     reconcile_interval_seconds: float = _env("RECONCILE_INTERVAL_SECONDS", 30.0, 0.1)
+    #: Workers, relays and reconcilers write a heartbeat this often...
+    heartbeat_interval_seconds: float = _env("HEARTBEAT_INTERVAL_SECONDS", 5.0, 0.1)
+    #: ...and count as dead once their last one is older than this.
+    process_dead_after_seconds: float = _env("PROCESS_DEAD_AFTER_SECONDS", 15.0, 0.5)
     #: "name:password,name2:password2" for the operations pages (HTTP Basic).
     operators: str = _env("OPERATORS", "")
     #: Refuse the open local-operator fallback even outside production.
@@ -107,6 +111,9 @@ class Settings:
             )
         if self.credit_max_attempts > self.step_max_retries + 1:
             raise ConfigError("CREDIT_MAX_ATTEMPTS must not exceed STEP_MAX_RETRIES + 1")
+        if self.process_dead_after_seconds <= self.heartbeat_interval_seconds:
+            raise ConfigError("PROCESS_DEAD_AFTER_SECONDS must exceed HEARTBEAT_INTERVAL_SECONDS: "
+                              "a live process would look dead between two beats")
         if not self.max_exchange_amount.is_finite() or self.max_exchange_amount <= 0:
             raise ConfigError("MAX_EXCHANGE_AMOUNT must be positive")
 

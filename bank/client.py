@@ -6,16 +6,20 @@ was NOT applied; BankOutcomeUnknown (no answer in time) means it may have been.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import requests
 from urllib3.exceptions import NewConnectionError
 
 from errors import BankError
 
-__all__ = ["BankClient", "BankError", "BankOutcomeUnknown", "BankRecord", "BankRejected", "BankTransfer",
-           "BankUnavailable"]
+T = TypeVar("T")
+
+__all__ = ["BankAnswerUnreadable", "BankClient", "BankError", "BankOutcomeUnknown", "BankRecord", "BankRejected",
+           "BankTransfer", "BankUnavailable"]
 
 
 
@@ -29,6 +33,10 @@ class BankRejected(BankError):
 
 class BankOutcomeUnknown(BankError):
     """Sent, but no answer in time: the bank may have applied it. Retry with the same key."""
+
+
+class BankAnswerUnreadable(BankOutcomeUnknown):
+    """Answered, but with a body we do not understand: it may have applied. Retry with the same key."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +96,14 @@ class BankClient:
         )
         if response.status_code >= 400:
             raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
-        return _transfer(response.json(), replayed=response.headers.get("Idempotent-Replayed") == "true")
+        return _transfer(response, replayed=response.headers.get("Idempotent-Replayed") == "true")
 
     def void(self, *, key: str, reference: str) -> BankTransfer:
         """Make sure `key` will never be applied; returns the applied transfer if it already was."""
         response = self._call("POST", "/transfers/void", json={"idempotency_key": key, "reference": reference})
         if response.status_code >= 400:
             raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
-        return _transfer(response.json())
+        return _transfer(response)
 
     def lookup(self, key: str) -> BankTransfer | None:
         """The bank's record for a key, or None if it has never seen it."""
@@ -104,14 +112,22 @@ class BankClient:
             return None
         if response.status_code >= 400:
             raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
-        return _transfer(response.json())
+        return _transfer(response)
 
     def all_applied(self) -> list[BankRecord]:
         """Every transfer the bank has applied (for reconciliation and the invariant checks)."""
-        return [
+        response = self._call("GET", "/transfers")
+        return _read(response, lambda body: [
             BankRecord(t["id"], t["reference"], t["status"], Decimal(t["amount"]), t["currency"])
-            for t in self._call("GET", "/transfers").json()["transfers"]
-        ]
+            for t in body["transfers"]
+        ])
+
+    def reverse(self, transfer_id: str) -> BankTransfer:
+        """Take an applied transfer back at the bank (what its staff do to fix a wrong payment)."""
+        response = self._call("POST", f"/transfers/{transfer_id}/reverse")
+        if response.status_code >= 400:
+            raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
+        return _transfer(response)
 
     def set_faults(self, **faults: object) -> dict[str, object]:
         return self._call("POST", "/_faults", json=faults).json()
@@ -120,8 +136,18 @@ class BankClient:
         self._call("POST", "/_faults/reset")
 
 
-def _transfer(body: dict[str, str], replayed: bool = False) -> BankTransfer:
-    return BankTransfer(body["id"], body["status"], Decimal(body["amount"]), body["currency"], replayed)
+def _transfer(response: requests.Response, replayed: bool = False) -> BankTransfer:
+    return _read(response, lambda body: BankTransfer(body["id"], body["status"], Decimal(body["amount"]),
+                                                     body["currency"], replayed))
+
+
+def _read(response: requests.Response, parse: Callable[[Any], T]) -> T:
+    """The answer's body as `parse` reads it; BankAnswerUnreadable when it is not what we know."""
+    try:
+        return parse(response.json())
+    except (ValueError, KeyError, TypeError, ArithmeticError) as error:
+        raise BankAnswerUnreadable(f"bank answered {response.status_code} with a body we cannot read "
+                                   f"({type(error).__name__}: {error}): {_text(response)}") from None
 
 
 def _text(response: requests.Response) -> str:

@@ -22,6 +22,10 @@ class Faults:
     error_next: int = 0
     #: How long a "timeout after apply" answer is held back.
     stall_ms: int = 10_000
+    #: Calls are carried out, then answered 200 with a body no client understands (every
+    #: call / the next N): a bank-side change of its API, or a proxy's page.
+    garbled: bool = False
+    garbled_next: int = 0
 
 
 class FaultControl:
@@ -48,6 +52,14 @@ class FaultControl:
     def snapshot(self) -> Faults:
         with self._lock:
             return Faults(**asdict(self._faults))
+
+    def garble(self) -> bool:
+        """Whether this call's answer is garbled (after it was carried out)."""
+        with self._lock:
+            if self._faults.garbled_next > 0:
+                self._faults.garbled_next -= 1
+                return True
+            return self._faults.garbled
 
     def draw(self) -> tuple[bool, bool]:
         """Decide this call's fate: (fail before applying, stall after applying)."""

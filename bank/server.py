@@ -2,6 +2,7 @@
 
     POST /transfers            Idempotency-Key header required; applies once, replays after
     POST /transfers/void       makes a key unusable unless it was already applied
+    POST /transfers/<id>/reverse  takes an applied transfer back (a recall, done at the bank by hand)
     GET  /transfers/by-key/<k> the bank's record for a key (404 if none)
     GET  /transfers?reference=<exchange id>
     GET|POST /_faults          read / change the fault controls; POST /_faults/reset
@@ -27,6 +28,9 @@ DEFAULT_BANK_DB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 
 bp = Blueprint("bank", __name__)
+
+#: What a garbled answer says (fault `garbled`): a 200 whose body is no transfer.
+GARBLED_ANSWER = {"result": "ok", "note": "this is not the API you are looking for"}
 
 
 def create_app(db_path: str | None = None, seed: int | None = None) -> Flask:
@@ -76,10 +80,13 @@ def create_transfer() -> Any:
     if stall:
         # Applied, but the answer comes too late: the client times out.
         time.sleep(settings.stall_ms / 1000)
+    if _faults().garble():
+        return GARBLED_ANSWER, 200
     response = jsonify(transfer.as_json())
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response, 200 if replayed else 201
+
 
 @bp.post("/transfers/void")
 def void_transfer() -> Any:
@@ -89,7 +96,15 @@ def void_transfer() -> Any:
         return problem(422, "idempotency_key is required")
     if _faults().snapshot().down:
         return problem(503, "bank unavailable")
-    return jsonify(_store().void(str(key), str(reference)).as_json())
+    record = _store().void(str(key), str(reference))
+    return (GARBLED_ANSWER, 200) if _faults().garble() else jsonify(record.as_json())
+
+
+@bp.post("/transfers/<transfer_id>/reverse")
+def reverse_transfer(transfer_id: str) -> Any:
+    transfer = _store().reverse(transfer_id)
+    return jsonify(transfer.as_json()) if transfer else problem(404, "no applied transfer with that id")
+
 
 @bp.get("/transfers/by-key/<path:key>")
 def transfer_by_key(key: str) -> Any:
@@ -98,15 +113,18 @@ def transfer_by_key(key: str) -> Any:
     transfer = _store().by_key(key)
     return jsonify(transfer.as_json()) if transfer else problem(404, "no transfer with that key")
 
+
 @bp.get("/transfers")
 def transfers_by_reference() -> Any:
     reference = request.args.get("reference")
     transfers = _store().by_reference(reference) if reference else _store().all_applied()
     return jsonify(transfers=[t.as_json() for t in transfers])
 
+
 @bp.get("/_faults")
 def read_faults() -> Any:
     return jsonify(asdict(_faults().snapshot()))
+
 
 @bp.post("/_faults")
 def change_faults() -> Any:
@@ -115,9 +133,11 @@ def change_faults() -> Any:
     except (ValueError, TypeError) as error:
         return problem(422, str(error))
 
+
 @bp.post("/_faults/reset")
 def reset_faults() -> Any:
     return jsonify(asdict(_faults().reset()))
+
 
 @bp.get("/health")
 def health() -> Any:

@@ -21,7 +21,7 @@ class Transfer:
     account: str
     currency: str
     amount: str
-    status: str  # applied / voided
+    status: str  # applied / voided / reversed
     created_at: str
     request_hash: str
 
@@ -103,6 +103,13 @@ class TransferStore:
             )
             self._insert(transfer)
             return transfer
+
+    def reverse(self, transfer_id: str) -> Transfer | None:
+        """The bank takes an applied transfer back (a recall); None if no applied transfer has that id."""
+        with self._lock:
+            changed = self._db.execute("UPDATE transfers SET status = 'reversed' WHERE id = ? AND status = 'applied'",
+                                       (transfer_id,)).rowcount
+            return self._row("id", transfer_id) if changed else None
 
     def _insert(self, t: Transfer) -> None:
         self._db.execute(

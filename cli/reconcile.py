@@ -18,12 +18,16 @@ def register(app: Flask) -> None:
 
     @reconcile_group.command("once")
     def reconcile_once_command() -> None:
-        """One pass; prints what was re-enqueued and every ledger/bank mismatch."""
+        """One pass; prints what was re-enqueued and every ledger/bank mismatch.
+
+        Exits 0 when ledger and bank agree, 1 when it found a mismatch, 3 when it could not compare them.
+        """
         config = settings()
         report = reconcile_once(engine(), bank(), stuck_after=timedelta(seconds=config.stuck_after_seconds),
                                 queue=config.queue_name)
         for line in report.lines():
             click.echo(line)
+        raise SystemExit(report.exit_code)
 
     @reconcile_group.command("run")
     def reconcile_run() -> None:

@@ -8,6 +8,7 @@ from flask import Flask
 import bootstrap
 from cli.context import engine, settings
 from models.base import utcnow
+from ops.processes import ProcessRole
 from outbox.daemon import run_daemon
 from outbox.store import stats
 
@@ -24,8 +25,13 @@ def register(app: Flask) -> None:
         if config.embedded_broker:
             raise click.ClickException("the relay daemon needs BROKER_URL (or REDIS_URL); "
                                        "`make run` relays in-process")
-        relay = bootstrap.build_relay(config, bootstrap.build_engine(config, bootstrap.Role.RELAY))
-        run_daemon(relay, metrics_port=config.relay_metrics_port)
+        engine = bootstrap.build_engine(config, bootstrap.Role.RELAY)
+        relay = bootstrap.build_relay(config, engine)
+        heartbeat = bootstrap.build_heartbeat(config, engine, ProcessRole.RELAY).start()
+        try:
+            run_daemon(relay, metrics_port=config.relay_metrics_port)
+        finally:
+            heartbeat.stop()
 
     @relay_group.command("status")
     def relay_status() -> None:

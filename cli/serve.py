@@ -1,7 +1,7 @@
 """`flask serve`, the embedded mode: the whole system in one process, on SQLite and an in-process broker.
 
-Web server, outbox relay and Dramatiq worker run as threads of one process, so a new
-user sees an exchange travel through every part with no server installed.
+Web server, outbox relay, Dramatiq worker and reconciler run as threads of one process, so a
+new user sees an exchange travel through every part with no server installed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import bootstrap
 from bank.server import create_app as create_bank
 from cli.accounts import echo_demo
 from infra import migrate
+from ops.processes import ProcessRole
+from ops.reconciler import run_loop
 from services.demo import create_demo_accounts, customer_count
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
     relay = bootstrap.build_relay(settings, engine, parts.broker)
     relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
     relay_thread.start()
+    relay_heartbeat = bootstrap.build_heartbeat(settings, engine, ProcessRole.RELAY).start()
+    stopping = threading.Event()
+    reconciler = threading.Thread(target=run_loop, args=(settings, engine, bank, stopping), name="reconciler",
+                                  daemon=True)
+    reconciler.start()
 
     server = make_server(host, port, app, threaded=True)
     click.echo(f"bank on {bank_url}")
@@ -54,8 +61,11 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
         pass
     finally:
         server.server_close()
+        stopping.set()
         relay.stop()
         relay_thread.join(timeout=10)
+        relay_heartbeat.stop()
+        reconciler.join(timeout=10)
         worker.stop()
 
 

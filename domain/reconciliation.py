@@ -17,9 +17,16 @@ S = ExchangeState
 
 @dataclass(frozen=True)
 class Finding:
-    exchange_id: uuid.UUID
+    #: The exchange it is about; None for a bank transfer that matches no exchange of ours.
+    exchange_id: uuid.UUID | None
     kind: str
     detail: str
+    bank_transfer_id: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """What it is about, one finding per subject and kind: the exchange, or the bank's transfer."""
+        return str(self.exchange_id) if self.exchange_id is not None else f"bank-transfer:{self.bank_transfer_id}"
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,9 @@ def compare(ours: Iterable[ExchangeFacts], paid: Iterable[BankPayment], *,
         by_reference[payment.reference].append(payment)
     findings = [f for row in ours for f in _judge(row, by_reference.get(str(row.id), []))]
     if known is not None:
-        findings += [Finding(_uuid(ref), "unknown_exchange", f"the bank paid {p[0].amount} {p[0].currency} "
-                             f"(transfer {p[0].id}) for no exchange of ours")
-                     for ref, p in by_reference.items() if ref not in known]
+        findings += [Finding(None, "unknown_exchange", f"the bank paid {p.amount} {p.currency} (transfer {p.id}, "
+                             f"reference {ref!r}) for no exchange of ours", bank_transfer_id=p.id)
+                     for ref, payments in by_reference.items() if ref not in known for p in payments]
     return findings
 
 
@@ -78,10 +85,3 @@ def _judge(row: ExchangeFacts, transfers: list[BankPayment]) -> list[Finding]:
                                 f"bank paid {transfers[0].amount} {transfers[0].currency}, "
                                 f"we credited {row.to_amount} {row.to_currency}"))
     return findings
-
-
-def _uuid(reference: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(reference)
-    except ValueError:
-        return uuid.UUID(int=0)

@@ -85,6 +85,7 @@ RECEIPT = Step("receipt", "send_receipt", None)
 
 STEPS: tuple[Step, ...] = (QUOTE, DEBIT, CREDIT, COMPLETE, COMPENSATE, RESOLVE, RECEIPT)
 STEP_BY_ACTOR: dict[str, Step] = {step.actor: step for step in STEPS}
+STEP_BY_NAME: dict[str, Step] = {step.name: step for step in STEPS}
 #: The step that moves an exchange on from each state that is not final.
 STEP_FOR_STATE: dict[ExchangeState, Step] = {step.runs_in: step for step in STEPS if step.runs_in is not None}
 #: States with a step still to run (parked included: it waits for `resolve`).

@@ -99,6 +99,6 @@ def check(engine: Engine, *, bank: BankClient | None = None, settled: bool = Tru
         paid = [BankPayment(t.id, t.reference, t.amount, t.currency) for t in bank.all_applied()]
         ours = [ExchangeFacts(r.id, r.state, r.to_amount, r.to_currency, postings.get(r.id, Counter())["credit"])
                 for r in rows]
-        v += [f"{f.kind} {f.exchange_id}: {f.detail}"
+        v += [f"{f.kind} {f.subject}: {f.detail}"
               for f in compare(ours, paid, known={str(r.id): r for r in rows})]
     return report

@@ -83,3 +83,22 @@ def continued_trace(headers: dict[str, str] | None, name: str) -> Iterator[None]
         transaction = sentry_sdk.continue_trace(headers, op="outbox.publish", name=name)
         with sentry_sdk.start_transaction(transaction):
             yield
+
+
+def alert(problem: str | BaseException, *, exchange_id: object, step: str, **extra: Any) -> None:
+    """A Sentry error event for a person to act on, tagged with the exchange and the step (its actor).
+
+    A no-op without Sentry. In a scope of its own, so the tags do not leak into what the
+    thread reports next; the surrounding trace and contexts (the message being processed) stay.
+    """
+    if not sentry_sdk.get_client().is_active():
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("exchange_id", str(exchange_id))
+        scope.set_tag("step", step)
+        for key, value in extra.items():
+            scope.set_extra(key, value)
+        if isinstance(problem, BaseException):
+            sentry_sdk.capture_exception(problem)
+        else:
+            sentry_sdk.capture_message(problem, level="error")

@@ -18,7 +18,9 @@ import dramatiq
 import sentry_sdk
 from dramatiq.middleware import CurrentMessage
 
+from domain.states import STEP_BY_ACTOR
 from services.workflow import STEPS, Delivery, StepDeferred, Workflow
+from services.workflow.runner import record_failure
 from settings import Settings
 
 log = logging.getLogger("jobs.actors")
@@ -49,6 +51,10 @@ def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workf
             result = step(workflow, delivery)
         except StepDeferred as deferred:
             raise dramatiq.Retry(str(deferred), delay=deferred.delay_ms) from None
+        except Exception as error:
+            # On the timeline too, not only in the worker's log; Dramatiq retries it (with backoff).
+            record_failure(workflow, delivery, STEP_BY_ACTOR[actor_name], error)
+            raise
         log.debug("%s %s: %s", actor_name, exchange_id, result)
 
     run.__name__ = run.__qualname__ = actor_name

@@ -5,6 +5,7 @@ from models.base import Base
 from models.customer import ApiKey, Customer
 from models.exchange import Exchange, ExchangeEvent
 from models.ledger import LedgerEntry
+from models.operations import OpsCheck, ProcessHeartbeat
 from models.outbox import OutboxMessage
 from models.reconciliation import ReconciliationFinding
 
@@ -17,6 +18,8 @@ exchange_events = ExchangeEvent.__table__
 ledger_entries = LedgerEntry.__table__
 outbox_messages = OutboxMessage.__table__
 reconciliation_findings = ReconciliationFinding.__table__
+process_heartbeats = ProcessHeartbeat.__table__
+ops_checks = OpsCheck.__table__
 
 __all__ = [
     "Account",
@@ -29,7 +32,9 @@ __all__ = [
     "Exchange",
     "ExchangeEvent",
     "LedgerEntry",
+    "OpsCheck",
     "OutboxMessage",
+    "ProcessHeartbeat",
     "ReconciliationFinding",
     "accounts",
     "api_keys",
@@ -38,6 +43,8 @@ __all__ = [
     "exchange_events",
     "exchanges",
     "ledger_entries",
+    "ops_checks",
     "outbox_messages",
+    "process_heartbeats",
     "reconciliation_findings",
 ]

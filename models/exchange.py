@@ -26,6 +26,8 @@ class Exchange(Base):
         Index("ix_exchanges_state_updated", "state", "updated_at"),
         # The dashboard pages through all exchanges by last change.
         Index("ix_exchanges_updated", "updated_at"),
+        # Stuck: open exchanges whose steps have not moved them for a while.
+        Index("ix_exchanges_state_progressed", "state", "progressed_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -56,6 +58,11 @@ class Exchange(Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When a step last produced an outcome (advanced, retried, parked): the stuck clock.
+    #: Re-sends, operator notes and housekeeping never move it.
+    progressed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the reconciler last re-sent the current step's message (at most once per threshold).
+    requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ExchangeEvent(Base):

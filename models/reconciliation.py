@@ -1,4 +1,5 @@
-"""What the reconciler found when it compared our ledger with the bank's record."""
+"""What the reconciler found when it compared our ledger with the bank's record, and each finding's life:
+open -> acknowledged (an operator's note) -> resolved (a later pass no longer finds it, or an operator)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,23 @@ from models.base import Base, BigId, UTCDateTime, utcnow
 class ReconciliationFinding(Base):
     __tablename__ = "reconciliation_findings"
     __table_args__ = (
-        UniqueConstraint("exchange_id", "kind"),
+        UniqueConstraint("subject", "kind"),
         Index("ix_reconciliation_findings_open", "resolved_at", "found_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    exchange_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("exchanges.id"))
-    #: bank_paid_not_credited / credited_not_paid / amount_differs / paid_twice / refunded_but_paid
+    #: The exchange it is about; none for a bank transfer that matches no exchange of ours.
+    exchange_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("exchanges.id"))
+    #: What it is about: the exchange id, or the bank's transfer id (one finding per subject and kind).
+    subject: Mapped[str] = mapped_column(String(120))
+    #: bank_paid_not_credited / credited_not_paid / amount_differs / paid_twice / refunded_but_paid /
+    #: unknown_exchange
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text)
     found_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(120))
+    note: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: "reconciler" when a later pass no longer found it; otherwise the operator's name.
+    resolved_by: Mapped[str | None] = mapped_column(String(120))

@@ -12,6 +12,10 @@ from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from domain.states import MOVING_STATES, ExchangeState
 from models import exchanges, reconciliation_findings
+from ops import checks
+from ops.checks import CheckState
+from ops.findings import open_findings
+from ops.processes import ProcessView, alive_by_role, holder_alive, processes
 from outbox import store
 from outbox.store import OutboxStats
 
@@ -27,17 +31,21 @@ class ExchangeSummary:
     from_currency: str
     to_currency: str
     amount: Decimal
+    to_amount: Decimal | None
     step: str | None
     attempt: int
     last_error: str | None
     claimed_by: str | None
     created_at: datetime
     updated_at: datetime
+    #: The stuck clock: when a step last produced an outcome.
+    progressed_at: datetime
 
 
 _SUMMARY = (exchanges.c.id, exchanges.c.account_id, exchanges.c.state, exchanges.c.from_currency,
-            exchanges.c.to_currency, exchanges.c.amount, exchanges.c.step, exchanges.c.attempt,
-            exchanges.c.last_error, exchanges.c.claimed_by, exchanges.c.created_at, exchanges.c.updated_at)
+            exchanges.c.to_currency, exchanges.c.amount, exchanges.c.to_amount, exchanges.c.step, exchanges.c.attempt,
+            exchanges.c.last_error, exchanges.c.claimed_by, exchanges.c.created_at, exchanges.c.updated_at,
+            exchanges.c.progressed_at)
 
 
 def _summaries(conn: Connection, query: Any) -> list[ExchangeSummary]:
@@ -52,12 +60,23 @@ def counts_by_state(conn: Connection) -> dict[str, int]:
     return counts
 
 
+def _stuck_where(older_than: timedelta, now: datetime) -> Any:
+    # No step outcome for `older_than`: re-sends and operator notes do not count as progress.
+    return (exchanges.c.state.in_(MOVING_STATES)) & (exchanges.c.progressed_at < now - older_than)
+
+
 def stuck(conn: Connection, *, older_than: timedelta, now: datetime, limit: int = PAGE_SIZE) -> list[ExchangeSummary]:
-    """Open exchanges with no progress for `older_than` (parked ones are listed apart)."""
-    return _summaries(conn, select(*_SUMMARY).where(
-        exchanges.c.state.in_(MOVING_STATES),
-        exchanges.c.updated_at < now - older_than,
-    ).order_by(exchanges.c.updated_at).limit(limit))
+    """Open exchanges with no step progress for `older_than`, longest first (parked ones are listed apart)."""
+    return _summaries(conn, select(*_SUMMARY).where(_stuck_where(older_than, now))
+                      .order_by(exchanges.c.progressed_at).limit(limit))
+
+
+def stuck_counts(conn: Connection, *, older_than: timedelta, now: datetime) -> dict[str, int]:
+    """How many exchanges are stuck, per state (every moving state named, zeros included)."""
+    counts = {s.value: 0 for s in MOVING_STATES}
+    counts.update({state: n for state, n in conn.execute(
+        select(exchanges.c.state, func.count()).where(_stuck_where(older_than, now)).group_by(exchanges.c.state))})
+    return counts
 
 
 def page(conn: Connection, *, states: list[str] | None = None, before: tuple[datetime, uuid.UUID] | None = None,
@@ -71,14 +90,6 @@ def page(conn: Connection, *, states: list[str] | None = None, before: tuple[dat
     return _summaries(conn, query.order_by(exchanges.c.updated_at.desc(), exchanges.c.id.desc()).limit(limit))
 
 
-def open_findings(conn: Connection, limit: int = PAGE_SIZE) -> list[Any]:
-    f = reconciliation_findings
-    return conn.execute(
-        select(f.c.exchange_id, f.c.kind, f.c.detail, f.c.found_at).where(f.c.resolved_at.is_(None))
-        .order_by(f.c.found_at.desc()).limit(limit)
-    ).all()
-
-
 def open_findings_count(conn: Connection) -> int:
     f = reconciliation_findings
     return conn.execute(select(func.count()).select_from(f).where(f.c.resolved_at.is_(None))).scalar_one()
@@ -88,11 +99,25 @@ def open_findings_count(conn: Connection) -> int:
 class Dashboard:
     counts: dict[str, int]
     stuck: list[ExchangeSummary]
+    stuck_total: int
     parked: list[ExchangeSummary]
     failures: list[ExchangeSummary]
     rows: list[ExchangeSummary]
     findings: list[Any]
+    findings_total: int
     outbox: OutboxStats
+    processes: list[ProcessView]
+    alive: dict[str, int]
+    bank_check: CheckState | None
+
+    @property
+    def dead_roles(self) -> list[str]:
+        """Roles with no live process: nothing moves exchanges (worker), publishes (relay) or rescues them."""
+        return [role for role, n in self.alive.items() if n == 0]
+
+    def holder_gone(self, row: ExchangeSummary) -> bool:
+        """The exchange's claim is held by a worker that is no longer alive."""
+        return holder_alive(row.claimed_by, self.processes) is False
 
     @property
     def next_cursor(self) -> str | None:
@@ -103,14 +128,20 @@ class Dashboard:
 
 
 def dashboard(engine: Engine, *, states: list[str] | None, before: tuple[datetime, uuid.UUID] | None,
-              stuck_after: timedelta, now: datetime) -> Dashboard:
+              stuck_after: timedelta, dead_after: timedelta, now: datetime) -> Dashboard:
     with engine.connect() as conn:
+        views = processes(conn, dead_after=dead_after, now=now)
         return Dashboard(
             counts=counts_by_state(conn),
             stuck=stuck(conn, older_than=stuck_after, now=now),
+            stuck_total=sum(stuck_counts(conn, older_than=stuck_after, now=now).values()),
             parked=page(conn, states=[S.NEEDS_ATTENTION], limit=20),
             failures=page(conn, states=[S.FAILED, S.REFUNDED], limit=20),
             rows=page(conn, states=states or None, before=before),
-            findings=open_findings(conn),
+            findings=open_findings(conn, PAGE_SIZE),
+            findings_total=open_findings_count(conn),
             outbox=store.stats(conn, now=now),
+            processes=views,
+            alive=alive_by_role(views),
+            bank_check=checks.state_of(conn, checks.BANK_COMPARE),
         )

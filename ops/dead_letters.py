@@ -20,8 +20,9 @@ class DeadLetter:
     dead_since: datetime
 
 
-def from_redis(url: str, queue: str, *, limit: int = 20, namespace: str = "dramatiq") -> tuple[int, list[DeadLetter]]:
-    """(total, newest `limit`) of the queue's dead letters; (0, []) if Redis cannot be read."""
+def from_redis(url: str, queue: str, *, limit: int = 20,
+               namespace: str = "dramatiq") -> tuple[int | None, list[DeadLetter]]:
+    """(total, newest `limit`) of the queue's dead letters; (None, []) if Redis cannot be read: unknown, not 0."""
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     xq = f"{namespace}:{queue}.XQ"
     try:
@@ -30,7 +31,7 @@ def from_redis(url: str, queue: str, *, limit: int = 20, namespace: str = "drama
         bodies = client.hmget(f"{xq}.msgs", [member for member, _ in newest]) if newest else []
     except redis.RedisError as error:
         log.warning("cannot read dead letters: %s", error)
-        return 0, []
+        return None, []
     finally:
         client.close()
     letters = []

@@ -7,6 +7,7 @@ WORKER_METRICS_PORT is set; the relay exports its throughput when RELAY_METRICS_
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
@@ -15,25 +16,41 @@ from sqlalchemy import Engine
 
 from domain.states import ExchangeState
 from models.base import utcnow
-from ops.dashboard import counts_by_state, open_findings_count
+from ops import checks
+from ops.dashboard import counts_by_state, open_findings_count, stuck_counts
+from ops.processes import alive_by_role, processes
 from outbox import store
 
 S = ExchangeState
 
 
 class SystemCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, stuck_after: timedelta, dead_after: timedelta) -> None:
         self.engine = engine
+        self.stuck_after = stuck_after
+        self.dead_after = dead_after
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = utcnow()
         with self.engine.connect() as conn:
             counts = counts_by_state(conn)
-            outbox = store.stats(conn, now=utcnow())
+            stuck = stuck_counts(conn, older_than=self.stuck_after, now=now)
+            outbox = store.stats(conn, now=now)
             findings = open_findings_count(conn)
-        by_state = GaugeMetricFamily("fx_exchanges", "Exchanges by state", labels=["state"])
-        for state, n in counts.items():
-            by_state.add_metric([state], n)
-        yield by_state
+            alive = alive_by_role(processes(conn, dead_after=self.dead_after, now=now))
+            bank_check = checks.state_of(conn, checks.BANK_COMPARE)
+        yield _labelled("fx_exchanges_stuck", "Open exchanges with no step progress past STUCK_AFTER_SECONDS",
+                        "state", stuck)
+        yield _labelled("fx_processes_alive", "Processes whose heartbeat is younger than PROCESS_DEAD_AFTER_SECONDS",
+                        "role", alive)
+        yield GaugeMetricFamily("fx_reconciler_last_bank_compare_timestamp_seconds",
+                                "When the reconciler last compared ledger and bank to the end (0: never)",
+                                value=bank_check.last_success_at.timestamp()
+                                if bank_check and bank_check.last_success_at else 0)
+        yield GaugeMetricFamily("fx_reconciler_bank_compare_ok",
+                                "1 if the last ledger/bank comparison ran to the end, 0 if it could not",
+                                value=1 if bank_check and bank_check.ok else 0)
+        yield _labelled("fx_exchanges", "Exchanges by state", "state", counts)
         yield GaugeMetricFamily("fx_compensations", "Exchanges refunded or being refunded",
                                 value=counts.get(S.REFUNDED, 0) + counts.get(S.COMPENSATING, 0))
         yield GaugeMetricFamily("fx_outbox_unpublished", "Outbox rows not yet published", value=outbox.unpublished)
@@ -44,8 +61,15 @@ class SystemCollector(Collector):
         yield GaugeMetricFamily("fx_reconciliation_findings_open", "Ledger/bank mismatches", value=findings)
 
 
-def system_registry(engine: Engine) -> CollectorRegistry:
+def _labelled(name: str, documentation: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, n in values.items():
+        family.add_metric([key], n)
+    return family
+
+
+def system_registry(engine: Engine, *, stuck_after: timedelta, dead_after: timedelta) -> CollectorRegistry:
     """A registry of its own, so a scrape reads only the system's gauges."""
     registry = CollectorRegistry()
-    registry.register(SystemCollector(engine))
+    registry.register(SystemCollector(engine, stuck_after=stuck_after, dead_after=dead_after))
     return registry

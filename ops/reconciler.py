@@ -18,13 +18,15 @@ from datetime import datetime, timedelta
 from types import FrameType
 
 from sqlalchemy import Connection, Engine, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bank.client import BankClient, BankError
 from domain.reconciliation import BankPayment, ExchangeFacts, Finding, compare
 from domain.states import OPEN_STATES, STEP_FOR_STATE, ExchangeState
-from models import exchanges, ledger_entries, reconciliation_findings
+from models import exchanges, ledger_entries
 from models.base import utcnow
+from ops import checks
+from ops.findings import FindingsChange, record_pass
+from ops.processes import Heartbeat, ProcessRole
 from outbox.writer import enqueue
 from services import timeline
 from settings import Settings
@@ -38,40 +40,69 @@ log = logging.getLogger("reconciler")
 #: looks stuck too; a small cap keeps the spare messages a backlog draws (each one absorbed
 #: by the step claim) well below the system's throughput, so a backlog cannot feed itself.
 REQUEUE_BATCH = 50
+#: Bank references looked up per query when telling ours from strangers.
+KNOWN_BATCH = 500
+
+
+#: `reconcile once` exit statuses: all clear, a mismatch found, the comparison could not run.
+EXIT_AGREE, EXIT_MISMATCH, EXIT_UNKNOWN = 0, 1, 3
 
 
 @dataclass
 class ReconcileReport:
     requeued: list[tuple[uuid.UUID, str, str]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: Open findings this pass no longer found: (exchange, kind, subject).
+    resolved: list[tuple[uuid.UUID | None, str, str]] = field(default_factory=list)
+    #: Why the ledger could not be compared with the bank; None when it was.
+    bank_error: str | None = None
+
+    @property
+    def compared(self) -> bool:
+        return self.bank_error is None
+
+    @property
+    def exit_code(self) -> int:
+        if not self.compared:
+            return EXIT_UNKNOWN
+        return EXIT_MISMATCH if self.findings else EXIT_AGREE
 
     def lines(self) -> list[str]:
         out = [f"re-enqueued {exchange_id} ({state}) -> {actor}" for exchange_id, state, actor in self.requeued]
-        out += [f"MISMATCH {f.kind} {f.exchange_id}: {f.detail}" for f in self.findings]
+        out += [f"MISMATCH {f.kind} {f.subject}: {f.detail}" for f in self.findings]
+        out += [f"RESOLVED {kind} {subject}: no longer found" for _, kind, subject in self.resolved]
+        if not self.compared:
+            return [*out, f"UNKNOWN: ledger and bank could not be compared ({self.bank_error})"]
         return out or ["nothing stuck, ledger and bank agree"]
 
 
 def requeue_stuck(engine: Engine, *, stuck_after: timedelta, queue: str, now: datetime | None = None,
                   limit: int = REQUEUE_BATCH) -> list[tuple[uuid.UUID, str, str]]:
+    """Re-send the step of each open exchange with no step progress for `stuck_after`, through the outbox.
+
+    The stuck clock (`progressed_at`) is moved by step outcomes only: a re-send does not reset it,
+    so the exchange stays stuck (and counted) until a step moves it. `requeued_at` keeps the
+    re-sends one per `stuck_after`, and is the compare-and-set two reconcilers race on.
+    """
     now = now or utcnow()
+    threshold = now - stuck_after
     with engine.connect() as conn:
         candidates = conn.execute(
-            select(exchanges.c.id, exchanges.c.state, exchanges.c.updated_at)
-            .where(exchanges.c.state.in_(OPEN_STATES), exchanges.c.updated_at < now - stuck_after,
-                   (exchanges.c.claimed_until.is_(None)) | (exchanges.c.claimed_until < now))
-            .order_by(exchanges.c.updated_at).limit(limit)
+            select(exchanges.c.id, exchanges.c.state, exchanges.c.progressed_at, exchanges.c.requeued_at)
+            .where(exchanges.c.state.in_(OPEN_STATES), exchanges.c.progressed_at < threshold,
+                   exchanges.c.requeued_at.is_(None) | (exchanges.c.requeued_at < threshold),
+                   exchanges.c.claimed_until.is_(None) | (exchanges.c.claimed_until < now))
+            .order_by(exchanges.c.progressed_at).limit(limit)
         ).all()
     requeued = []
     for row in candidates:
         actor = STEP_FOR_STATE[ExchangeState(row.state)].actor
         with engine.begin() as conn:
-            # Compare-and-set on updated_at: two reconcilers never both send, and the
-            # exchange is not sent again before another `stuck_after` has passed.
             moved = conn.execute(
                 update(exchanges)
                 .where(exchanges.c.id == row.id, exchanges.c.state == row.state,
-                       exchanges.c.updated_at == row.updated_at)
-                .values(updated_at=now)
+                       exchanges.c.requeued_at.is_not_distinct_from(row.requeued_at))
+                .values(requeued_at=now)
             )
             if moved.rowcount != 1:
                 continue
@@ -79,15 +110,20 @@ def requeue_stuck(engine: Engine, *, stuck_after: timedelta, queue: str, now: da
             timeline.record(conn, row.id, step="reconciler", outcome="requeued", state=row.state,
                             worker="reconciler", now=now,
                             detail={"actor": actor, "message_id": str(message_id),
-                                    "idle_seconds": int((now - row.updated_at).total_seconds())})
+                                    "idle_seconds": int((now - row.progressed_at).total_seconds())})
         requeued.append((row.id, row.state, actor))
     return requeued
 
 
 def compare_with_bank(engine: Engine, bank: BankClient, *, settle_after: timedelta,
                       now: datetime | None = None) -> list[Finding]:
-    """Per settled exchange: the credit in our ledger against the transfers the bank applied."""
-    now = now or utcnow()
+    """Per settled exchange: the credit in our ledger against the transfers the bank applied; and every
+    bank transfer for no exchange of ours. Stores the findings; resolves the ones no longer found."""
+    return _compare(engine, bank, settle_after=settle_after, now=now or utcnow())[0]
+
+
+def _compare(engine: Engine, bank: BankClient, *, settle_after: timedelta,
+             now: datetime) -> tuple[list[Finding], FindingsChange]:
     paid = [BankPayment(t.id, t.reference, t.amount, t.currency) for t in bank.all_applied()]
     with engine.connect() as conn:
         credits = credit_postings(conn)
@@ -96,46 +132,72 @@ def compare_with_bank(engine: Engine, bank: BankClient, *, settle_after: timedel
             select(exchanges.c.id, exchanges.c.state, exchanges.c.to_amount, exchanges.c.to_currency)
             .where(exchanges.c.updated_at < now - settle_after)
         ).all()
+        known = _known_references(conn, {p.reference for p in paid})
     findings = compare([ExchangeFacts(r.id, r.state, r.to_amount, r.to_currency, credits.get(r.id, 0))
-                        for r in settled], paid)
-    _store(engine, findings, now)
-    return findings
+                        for r in settled], paid, known=known)
+    return findings, record_pass(engine, findings, judged={str(r.id) for r in settled}, now=now)
+
+
+def _known_references(conn: Connection, references: set[str]) -> set[str]:
+    """The bank references that name an exchange of ours."""
+    ids = []
+    for reference in references:
+        try:
+            ids.append(uuid.UUID(reference))
+        except ValueError:
+            continue  # not even an exchange id
+    known: set[str] = set()
+    for start in range(0, len(ids), KNOWN_BATCH):
+        known.update(str(i) for i in conn.execute(
+            select(exchanges.c.id).where(exchanges.c.id.in_(ids[start:start + KNOWN_BATCH]))).scalars())
+    return known
 
 
 def credit_postings(conn: Connection) -> dict[uuid.UUID, int]:
     """How many credit postings each exchange has in our ledger."""
-    return dict(conn.execute(
+    return {exchange_id: n for exchange_id, n in conn.execute(
         select(ledger_entries.c.exchange_id, func.count(func.distinct(ledger_entries.c.posting_id)))
-        .where(ledger_entries.c.kind == "credit").group_by(ledger_entries.c.exchange_id)
-    ).tuples().all())
-
-
-def _store(engine: Engine, findings: list[Finding], now: datetime) -> None:
-    if not findings:
-        return
-    with engine.begin() as conn:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        for f in findings:
-            statement = dialect.insert(reconciliation_findings).values(
-                exchange_id=f.exchange_id, kind=f.kind, detail=f.detail, found_at=now)
-            conn.execute(statement.on_conflict_do_update(
-                index_elements=["exchange_id", "kind"], set_={"detail": f.detail, "resolved_at": None}))
+        .where(ledger_entries.c.kind == "credit").group_by(ledger_entries.c.exchange_id))}
 
 
 def reconcile_once(engine: Engine, bank: BankClient | None, *, stuck_after: timedelta, queue: str) -> ReconcileReport:
+    """One pass. A comparison that could not run is reported (and recorded) as unknown, never as agreement."""
     report = ReconcileReport(requeued=requeue_stuck(engine, stuck_after=stuck_after, queue=queue))
-    if bank is not None:
+    now = utcnow()
+    if bank is None:
+        report.bank_error = "no bank client configured"
+    else:
         try:
-            report.findings = compare_with_bank(engine, bank, settle_after=stuck_after)
+            report.findings, change = _compare(engine, bank, settle_after=stuck_after, now=now)
+            report.resolved = change.resolved
         except BankError as error:
-            log.warning("cannot compare with the bank this time: %s", error)
+            report.bank_error = f"bank unreachable: {error}"
+    checks.record(engine, checks.BANK_COMPARE, now=now, error=report.bank_error)
     for line in report.lines():
-        log.info("%s", line)
+        log.log(logging.WARNING if report.exit_code else logging.INFO, "%s", line)
     return report
 
 
+def run_loop(settings: Settings, engine: Engine, bank: BankClient, stopping: threading.Event) -> None:
+    """A pass every RECONCILE_INTERVAL_SECONDS until `stopping` is set, with a heartbeat of its own."""
+    heartbeat = Heartbeat(engine, ProcessRole.RECONCILER, interval_seconds=settings.heartbeat_interval_seconds).start()
+    log.info("reconciler started: stuck after %.0fs, every %.0fs",
+             settings.stuck_after_seconds, settings.reconcile_interval_seconds)
+    try:
+        while not stopping.is_set():
+            try:
+                reconcile_once(engine, bank, stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+                               queue=settings.queue_name)
+            except Exception:  # a failed pass is retried at the next interval
+                log.exception("reconciliation pass failed")
+            stopping.wait(settings.reconcile_interval_seconds)
+    finally:
+        heartbeat.stop()
+    log.info("reconciler stopped")
+
+
 def run_daemon(settings: Settings, engine: Engine, bank: BankClient) -> None:
-    """A pass every RECONCILE_INTERVAL_SECONDS until SIGTERM or SIGINT."""
+    """The reconciler process: `run_loop` until SIGTERM or SIGINT."""
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -143,13 +205,4 @@ def run_daemon(settings: Settings, engine: Engine, bank: BankClient) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("reconciler started: stuck after %.0fs, every %.0fs",
-             settings.stuck_after_seconds, settings.reconcile_interval_seconds)
-    while not stopping.is_set():
-        try:
-            reconcile_once(engine, bank, stuck_after=timedelta(seconds=settings.stuck_after_seconds),
-                           queue=settings.queue_name)
-        except Exception:  # a failed pass is retried at the next interval
-            log.exception("reconciliation pass failed")
-        stopping.wait(settings.reconcile_interval_seconds)
-    log.info("reconciler stopped")
+    run_loop(settings, engine, bank, stopping)

@@ -108,7 +108,8 @@ def advance(conn: Connection, held: Claim, target: ExchangeState, *, now: dateti
     result = conn.execute(
         update(t)
         .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
-        .values(state=target, claimed_by=None, claimed_until=None, outcome_unknown=False, updated_at=now, **values)
+        .values(state=target, claimed_by=None, claimed_until=None, outcome_unknown=False, updated_at=now,
+                progressed_at=now, **values)
     )
     if result.rowcount != 1:
         raise LostClaim(f"claim {held.token} on {held.exchange_id} was taken over")
@@ -119,7 +120,7 @@ def release(conn: Connection, held: Claim, *, error: str, outcome_unknown: bool,
     result = conn.execute(
         update(t)
         .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
-        .values(claimed_by=None, claimed_until=None, last_error=error[:4000], updated_at=now,
+        .values(claimed_by=None, claimed_until=None, last_error=error[:4000], updated_at=now, progressed_at=now,
                 **({"outcome_unknown": True} if outcome_unknown else {}))
     )
     if result.rowcount != 1:

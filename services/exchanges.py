@@ -168,6 +168,7 @@ def _record(conn: Connection, request: ExchangeRequest, queue: str, idempotency_
             "request_fingerprint": fingerprint,
             "created_at": now,
             "updated_at": now,
+            "progressed_at": now,
         },
     )
     message_id = enqueue(

@@ -29,7 +29,8 @@ from services.workflow import Workflow
 from settings import Settings
 
 #: Fixtures shared by the relay tests (a queue of their own on the relay's Redis database).
-pytest_plugins = ["tests.support.relay_redis", "tests.support.ops_client", "tests.support.zombies"]
+pytest_plugins = ["tests.support.relay_redis", "tests.support.ops_client", "tests.support.zombies",
+                  "tests.support.sentry_capture"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -89,7 +89,7 @@ def kill_worker_mid_step(engine: Engine, exchange_id: uuid.UUID, *, step: str, e
                      lease=timedelta(seconds=1), now=now)
         assert isinstance(held, Claim), held
         conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
-                     .values(claimed_until=now - timedelta(seconds=1), updated_at=now - idle))
+                     .values(claimed_until=now - timedelta(seconds=1), updated_at=now - idle, progressed_at=now - idle))
 
 
 def park(wf: Workflow, exchange_id: uuid.UUID) -> None:
@@ -101,10 +101,10 @@ def park(wf: Workflow, exchange_id: uuid.UUID) -> None:
 
 
 def age(engine: Engine, exchange_id: uuid.UUID, by: timedelta) -> None:
-    """Pretend the exchange's last change happened `by` ago."""
+    """Pretend the exchange's last change (and its steps' last outcome) happened `by` ago."""
     with engine.begin() as conn:
         conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
-                     .values(updated_at=utcnow() - by))
+                     .values(updated_at=utcnow() - by, progressed_at=utcnow() - by))
 
 
 def events(engine: Engine, exchange_id: uuid.UUID) -> list[Any]:

@@ -54,4 +54,5 @@ def test_a_payment_for_no_exchange_of_ours_is_found_only_when_we_say_which_excha
     payments = [paid(), paid(reference=stranger, n=2)]
     assert compare(ours, payments) == []
     found = compare(ours, payments, known={str(EXCHANGE): True})
-    assert [(f.exchange_id, f.kind) for f in found] == [(stranger, "unknown_exchange")]
+    assert [(f.exchange_id, f.kind, f.bank_transfer_id) for f in found] == [(None, "unknown_exchange", "t2")]
+    assert found[0].subject == "bank-transfer:t2" and str(stranger) in found[0].detail

@@ -7,7 +7,6 @@ hooks it as it hooks the real worker's broker, and a Dramatiq Worker runs the re
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ import sentry_sdk
 from conftest import ApiCustomer, settings_for
 from dramatiq import Worker
 from flask import Flask
-from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import Transport
 from sqlalchemy import Engine, func, select
 
 import bootstrap
@@ -37,67 +34,18 @@ from outbox.relay import Relay
 from services.accounts import open_account
 from services.workflow import Workflow, WorkflowConfig
 from tests.ops_support import BANK_TIMEOUT_SECONDS, bank_for
+from tests.support.sentry_capture import CollectingTransport
 from tests.workflow_support import state_of
 
 QUEUE = "exchanges"
-#: A DSN that is never contacted: the transport below keeps every envelope in memory.
-OFFLINE_DSN = "http://public@127.0.0.1:1/1"
 #: Generous bounds on waiting for the worker thread, so a hang fails instead of blocking.
 JOIN_TIMEOUT_MS = 30_000
 WAIT_SECONDS = 30
 STEP_ACTORS = ["quote_exchange", "debit_exchange", "credit_exchange", "complete_exchange", "send_receipt"]
 
 
-class CollectingTransport(Transport):
-    """Keeps what Sentry would send; `events_seen` is set whenever an error event arrives."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.envelopes: list[Envelope] = []
-        self.lock = threading.Lock()
-        self.events_seen = threading.Event()
-
-    def capture_envelope(self, envelope: Envelope) -> None:
-        with self.lock:
-            self.envelopes.append(envelope)
-        if envelope.get_event() is not None:
-            self.events_seen.set()
-
-    def transactions(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [t for e in self.envelopes if (t := e.get_transaction_event()) is not None]
-
-    def errors(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [t for e in self.envelopes if (t := e.get_event()) is not None]
-
-    def transaction(self, name: str) -> dict[str, Any]:
-        matching = [t for t in self.transactions() if t.get("transaction") == name]
-        assert len(matching) == 1, f"{len(matching)} transactions named {name}: {self.names()}"
-        return matching[0]
-
-    def names(self) -> list[str]:
-        return [t.get("transaction", "?") for t in self.transactions()]
-
-
 def trace_of(event: dict[str, Any]) -> dict[str, Any]:
     return event["contexts"]["trace"]
-
-
-@pytest.fixture
-def sentry(engine: Engine) -> Iterator[CollectingTransport]:
-    """Sentry as the worker starts it (Flask, SQLAlchemy, Dramatiq), sampling every trace, sending nowhere."""
-    assert not sentry_sdk.get_client().is_active(), "another test left Sentry running"
-    transport = CollectingTransport()
-    settings = settings_for(engine, sentry_dsn=OFFLINE_DSN, sentry_traces_sample_rate=1.0)
-    assert observability.init_sentry(settings, component="test", dramatiq=True, transport=transport)
-    try:
-        yield transport
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.get_global_scope().set_client(None)
-        sentry_sdk.get_isolation_scope().remove_tag("component")
-    assert not sentry_sdk.get_client().is_active()
 
 
 class FlakyBank(BankClient):

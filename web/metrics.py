@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, Response, current_app
 from prometheus_client import generate_latest
 
@@ -16,5 +18,8 @@ bp = Blueprint("metrics", __name__)
 def metrics() -> Response:
     registry = current_app.extensions.get("fx.metrics_registry")
     if registry is None:
-        registry = current_app.extensions["fx.metrics_registry"] = system_registry(current_app.extensions["fx.engine"])
+        settings = current_app.extensions["fx.settings"]
+        registry = current_app.extensions["fx.metrics_registry"] = system_registry(
+            current_app.extensions["fx.engine"], stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+            dead_after=timedelta(seconds=settings.process_dead_after_seconds))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

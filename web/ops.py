@@ -11,9 +11,9 @@ from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect,
 
 from domain.money import quantize
 from domain.states import OPERATOR_ACTIONS
-from errors import ClientError
+from errors import ClientError, ValidationFailed
 from models.base import utcnow
-from ops import actions, dead_letters
+from ops import actions, dead_letters, findings
 from ops.dashboard import dashboard as read_dashboard
 from services import timeline
 from services.exchanges import get_exchange
@@ -64,15 +64,18 @@ def dashboard() -> str:
         except ValueError:
             before = None
     board = read_dashboard(_engine(), states=states, before=before,
-                           stuck_after=timedelta(seconds=settings.stuck_after_seconds), now=now)
-    dead_total, dead = (0, [])
+                           stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+                           dead_after=timedelta(seconds=settings.process_dead_after_seconds), now=now)
+    # None: the broker could not be read, which the page says, rather than "0".
+    dead_total: int | None = 0
+    dead: list[dead_letters.DeadLetter] = []
     if settings.broker_url.startswith("redis"):
         dead_total, dead = dead_letters.from_redis(settings.broker_url, settings.queue_name)
     return render_template(
-        "ops/dashboard.html", counts=board.counts, stuck=board.stuck, parked=board.parked, failures=board.failures,
-        rows=board.rows, findings=board.findings, outbox=board.outbox, dead_total=dead_total, dead=dead,
-        states=states, next_cursor=board.next_cursor, stuck_after=settings.stuck_after_seconds, now=now,
-        operator=g.operator,
+        "ops/dashboard.html", board=board, counts=board.counts, stuck=board.stuck, parked=board.parked,
+        failures=board.failures, rows=board.rows, findings=board.findings, outbox=board.outbox,
+        dead_total=dead_total, dead=dead, states=states, next_cursor=board.next_cursor,
+        stuck_after=settings.stuck_after_seconds, now=now, operator=g.operator,
     )
 
 
@@ -101,3 +104,35 @@ def exchange_action(exchange_id: uuid.UUID, action: str) -> Response:
 def exchange_action_api(exchange_id: uuid.UUID, action: str) -> tuple[Response, int]:
     result = run_action(exchange_id, action, g.operator)
     return jsonify(exchange_id=str(exchange_id), action=action, result=result, operator=g.operator), 202
+
+
+FINDING_ACTIONS = {"acknowledge": findings.acknowledge, "resolve": findings.resolve}
+
+
+def run_finding_action(finding_id: int, action: str, operator: str, note: str) -> str:
+    act = FINDING_ACTIONS.get(action)
+    if act is None:
+        raise actions.UnknownAction(f"No action {action!r} on a finding; use one of {', '.join(FINDING_ACTIONS)}.")
+    return act(_engine(), finding_id, operator, note)
+
+
+@bp.post("/findings/<int:finding_id>/<action>")
+@operator_required
+def finding_action(finding_id: int, action: str) -> Response:
+    check_csrf()
+    try:
+        flash(run_finding_action(finding_id, action, g.operator, request.form.get("note", "")), "ok")
+    except ClientError as refusal:
+        flash(refusal.message, "refused")
+    return redirect(url_for("ops.dashboard"))  # type: ignore[return-value]
+
+
+@api_bp.post("/findings/<int:finding_id>/<action>")
+@operator_required
+def finding_action_api(finding_id: int, action: str) -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    note = body.get("note", "") if isinstance(body, dict) else ""
+    if not isinstance(note, str):
+        raise ValidationFailed("The request has invalid fields.", fields={"note": ["Must be a string."]})
+    result = run_finding_action(finding_id, action, g.operator, note)
+    return jsonify(finding_id=finding_id, action=action, result=result, operator=g.operator), 200

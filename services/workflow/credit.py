@@ -14,6 +14,7 @@ from bank.client import BankError, BankOutcomeUnknown, BankRejected, BankTransfe
 from domain import ledger as postings
 from domain import states as machine
 from domain.states import ExchangeState, RescuePolicy
+from infra.observability import alert
 from models.base import utcnow
 from outbox.failpoints import failpoint
 from services import claims, ledger, timeline
@@ -53,13 +54,23 @@ def credit(wf: Workflow, d: Delivery) -> StepResult:
     else:
         try:
             decision = _pay(wf, held, key)
-        except BankError as error:
+        except Exception as raised:
+            error = _as_bank_error(raised, d)
             unknown = held.outcome_unknown or isinstance(error, BankOutcomeUnknown)
             if held.attempt < wf.config.credit_max_attempts:
                 return _retry_later(wf, d, held, error, unknown)
             decision = _final_failure(wf, held, key, str(error), unknown)
     failpoint("step.credit.after_bank")
     return _finish(wf, d, held, decision, started)
+
+
+def _as_bank_error(raised: Exception, d: Delivery) -> BankError:
+    """What the bank call raised, as a bank error: anything unforeseen (a bug, an answer nobody
+    expected) is an unknown outcome, counted against the attempt budget like a timeout."""
+    if isinstance(raised, BankError):
+        return raised
+    alert(raised, exchange_id=d.exchange_id, step=machine.CREDIT.actor)
+    return BankOutcomeUnknown(f"unexpected {type(raised).__name__} around the bank call: {raised}")
 
 
 def _pay(wf: Workflow, held: Claim, key: str) -> Transition:
@@ -77,6 +88,8 @@ def _pay(wf: Workflow, held: Claim, key: str) -> Transition:
 def _finish(wf: Workflow, d: Delivery, held: Claim, decision: Transition, started: float) -> StepResult:
     """The credit's result, fenced by its claim: credited, compensating or parked."""
     assert held.to_amount is not None
+    if decision.target is S.NEEDS_ATTENTION and held.state is S.NEEDS_ATTENTION:
+        return _stay_parked(wf, d, held, decision)
     try:
         with wf.engine.begin() as conn:
             now = utcnow()
@@ -87,7 +100,34 @@ def _finish(wf: Workflow, d: Delivery, held: Claim, decision: Transition, starte
             commit_transition(wf, conn, d, held, decision, now, started)
     except LostClaim as error:
         return record_lost(wf, d, held, error)
+    _alert_if_a_person_must_act(d, held, decision)
     return StepResult.PARKED if decision.target is S.NEEDS_ATTENTION else StepResult.ADVANCED
+
+
+def _alert_if_a_person_must_act(d: Delivery, held: Claim, decision: Transition) -> None:
+    """After the commit: a parked exchange, or a refund because the bank failed, is an on-call event."""
+    if decision.target is S.NEEDS_ATTENTION:
+        alert(f"exchange parked in needs_attention: {decision.error}", exchange_id=d.exchange_id,
+              step=machine.STEP_BY_NAME[held.step].actor, attempt=held.attempt)
+    elif decision.target is S.COMPENSATING and decision.outcome == "failed":
+        alert(f"exchange refunded after the bank failed: {decision.error}", exchange_id=d.exchange_id,
+              step=machine.STEP_BY_NAME[held.step].actor, attempt=held.attempt,
+              reason=(decision.detail or {}).get("reason"))
+
+
+def _stay_parked(wf: Workflow, d: Delivery, held: Claim, decision: Transition) -> StepResult:
+    """A parked exchange the bank's record still does not settle: it stays parked, says why, and
+    gives its claim back (there is no arrow from parked to parked: nothing moved)."""
+    try:
+        with wf.engine.begin() as conn:
+            now = utcnow()
+            claims.release(conn, held, error=decision.error or "still parked", outcome_unknown=False, now=now)
+            timeline.record(conn, d.exchange_id, step=held.step, outcome="parked", state=held.state,
+                            attempt=held.attempt, worker=d.worker, message_id=d.message_id, error=decision.error,
+                            now=now)
+    except LostClaim as error:
+        return record_lost(wf, d, held, error)
+    return StepResult.PARKED
 
 
 def resolve_with_bank(wf: Workflow, d: Delivery) -> StepResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from datetime import datetime
 
 from sqlalchemy import Connection, select
@@ -68,3 +69,22 @@ def run_local_step(wf: Workflow, d: Delivery, step: Step, body: StepBody) -> Ste
             return StepResult.SKIPPED
         commit_transition(wf, conn, d, held, body(conn, held, now), now, started)
     return StepResult.ADVANCED
+
+
+def record_failure(wf: Workflow, d: Delivery, step: Step, error: BaseException) -> None:
+    """An unexpected exception out of a step, on the exchange's timeline (its writes rolled back).
+
+    Best effort, in a transaction of its own: when the database itself is the failure, the
+    worker's log and Sentry still have it, and Dramatiq's retry runs the step again.
+    """
+    text = f"{type(error).__name__}: {error}"
+    try:
+        with wf.engine.begin() as conn:
+            state = conn.execute(select(exchanges.c.state).where(exchanges.c.id == d.exchange_id)).scalar_one_or_none()
+            if state is None:
+                return
+            timeline.record(conn, d.exchange_id, step=step.name, outcome="error", state=ExchangeState(state),
+                            worker=d.worker, message_id=d.message_id, error=text,
+                            detail={"traceback": "".join(traceback.format_exception(error, limit=-8))[-4000:]})
+    except Exception:
+        log.warning("could not record the failure of %s on %s: %s", step.name, d.exchange_id, text, exc_info=True)

@@ -1,0 +1,271 @@
+"""What operators see is true: the stuck clock, a comparison that could not run, findings that
+resolve, live processes, alerts for a person, and every failure on the timeline.
+
+In-process, on both backends, against the real bank service; time is moved by rewriting
+timestamps, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, select, update
+
+from domain import states as machine
+from jobs.actors import declare_actors
+from models import exchanges, process_heartbeats, reconciliation_findings
+from models.base import utcnow
+from ops import findings
+from ops.processes import Heartbeat, ProcessRole
+from ops.reconciler import EXIT_MISMATCH, EXIT_UNKNOWN, reconcile_once, requeue_stuck
+from outbox import failpoints
+from services.accounts import open_account
+from services.workflow import Workflow
+from settings import Settings
+from tests.ops_support import age, bank_for, events, exchange_in, fail_credit_for_good, row_of
+from tests.support.sentry_capture import CollectingTransport
+from tests.workflow_support import run_step
+
+QUEUE = "exchanges"
+STUCK_AFTER = timedelta(minutes=2)
+LONG_AGO = timedelta(minutes=10)
+UNREACHABLE_BANK_URL = "http://127.0.0.1:1"
+
+
+@pytest.fixture
+def account(engine: Engine) -> uuid.UUID:
+    return open_account(engine, "Operated Customer", {"CAD": Decimal("1000.00")})
+
+
+def metric(client: FlaskClient, name: str, **labels: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + selector + '}') if labels else ''} (\S+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found, f"{name}{labels} not in /metrics"
+    return float(found.group(1))
+
+
+# --- the stuck clock --------------------------------------------------------------------------
+
+
+def test_a_re_send_does_not_restart_the_stuck_clock(wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    exchange_id = exchange_in(wf, account, "quoted")
+    age(wf.engine, exchange_id, LONG_AGO)
+    progressed = row_of(wf.engine, exchange_id).progressed_at
+
+    assert requeue_stuck(wf.engine, stuck_after=STUCK_AFTER, queue=QUEUE) == [
+        (exchange_id, "quoted", machine.DEBIT.actor)]
+
+    assert row_of(wf.engine, exchange_id).progressed_at == progressed
+    html = ops.get("/ops/").get_data(as_text=True)
+    section = html[html.index("<h2>Stuck"):html.index("<h2>Needs attention")]
+    assert str(exchange_id) in section and progressed.strftime("%Y-%m-%d %H:%M:%S") in section
+
+
+def test_fx_exchanges_stuck_counts_by_state_and_a_step_outcome_takes_the_exchange_out(
+        wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    ops.application.extensions["fx.settings"] = Settings(database_url="sqlite://", stuck_after_seconds=120)
+    quoted = exchange_in(wf, account, "quoted")
+    age(wf.engine, quoted, LONG_AGO)
+    requeue_stuck(wf.engine, stuck_after=STUCK_AFTER, queue=QUEUE)
+
+    assert metric(ops, "fx_exchanges_stuck", state="quoted") == 1
+    assert metric(ops, "fx_exchanges_stuck", state="pending") == 0
+    run_step(wf, machine.DEBIT.actor, quoted)  # a step moves it: progress
+    assert metric(ops, "fx_exchanges_stuck", state="quoted") == 0
+    assert metric(ops, "fx_exchanges_stuck", state="debited") == 0
+
+
+# --- the reconciler's comparison ---------------------------------------------------------------
+
+
+def test_reconcile_once_with_the_bank_unreachable_says_unknown_and_exits_3(
+        ops_app: Flask, wf: Workflow, account: uuid.UUID) -> None:
+    age(wf.engine, exchange_in(wf, account, "completed"), LONG_AGO)
+    ops_app.extensions["fx.bank"] = bank_for(UNREACHABLE_BANK_URL)
+
+    result = ops_app.test_cli_runner().invoke(args=["reconcile", "once"])
+
+    assert result.exit_code == EXIT_UNKNOWN == 3
+    (line,) = result.output.splitlines()
+    assert line.startswith("UNKNOWN: ledger and bank could not be compared (bank unreachable")
+    assert "agree" not in result.output
+    html = ops_app.test_client().get("/ops/").get_data(as_text=True)
+    assert "could not be compared" in html and ">unknown<" in html
+    assert metric(ops_app.test_client(), "fx_reconciler_bank_compare_ok") == 0
+    assert metric(ops_app.test_client(), "fx_reconciler_last_bank_compare_timestamp_seconds") == 0
+
+
+def test_a_successful_comparison_sets_the_last_compare_timestamp(wf: Workflow, account: uuid.UUID,
+                                                                 ops: FlaskClient) -> None:
+    before = utcnow().timestamp()
+    report = reconcile_once(wf.engine, wf.bank, stuck_after=STUCK_AFTER, queue=QUEUE)
+    assert report.compared and report.exit_code == 0
+    assert metric(ops, "fx_reconciler_last_bank_compare_timestamp_seconds") >= before - 1
+    assert metric(ops, "fx_reconciler_bank_compare_ok") == 1
+
+
+def open_findings(engine: Engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(reconciliation_findings.c.subject, reconciliation_findings.c.kind)
+                                   .where(reconciliation_findings.c.resolved_at.is_(None))).all())
+
+
+def test_a_bank_transfer_for_no_exchange_is_a_finding_that_resolves_when_the_bank_record_is_fixed(
+        wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    stranger = wf.bank.transfer(key="by-hand-1", reference="invoice 4711", account=str(account), currency="USD",
+                                amount=Decimal("12.00"))
+
+    report = reconcile_once(wf.engine, wf.bank, stuck_after=STUCK_AFTER, queue=QUEUE)
+
+    assert report.exit_code == EXIT_MISMATCH
+    assert open_findings(wf.engine) == [(f"bank-transfer:{stranger.id}", "unknown_exchange")]
+    assert "invoice 4711" in ops.get("/ops/").get_data(as_text=True)
+    assert metric(ops, "fx_reconciliation_findings_open") == 1
+
+    wf.bank.reverse(stranger.id)  # the bank's staff take the stray payment back
+
+    report = reconcile_once(wf.engine, wf.bank, stuck_after=STUCK_AFTER, queue=QUEUE)
+
+    assert report.exit_code == 0
+    assert report.resolved == [(None, "unknown_exchange", f"bank-transfer:{stranger.id}")]
+    assert open_findings(wf.engine) == []
+    assert metric(ops, "fx_reconciliation_findings_open") == 0
+
+
+def test_a_finding_found_again_stays_one_is_acknowledged_resolved_by_hand_and_reopens_while_still_true(
+        wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    exchange_id = exchange_in(wf, account, "completed")
+    held = row_of(wf.engine, exchange_id)
+    age(wf.engine, exchange_id, LONG_AGO)
+    reconcile_once(wf.engine, wf.bank, stuck_after=STUCK_AFTER, queue=QUEUE)
+    assert open_findings(wf.engine) == []
+    wf.bank.transfer(key="manual-twice", reference=str(exchange_id), account=str(held.account_id),
+                     currency="USD", amount=held.to_amount)
+    assert reconcile_once(wf.engine, wf.bank, stuck_after=STUCK_AFTER, queue=QUEUE).exit_code == EXIT_MISMATCH
+    assert open_findings(wf.engine) == [(str(exchange_id), "paid_twice")]
+    assert metric(ops, "fx_reconciliation_findings_open") == 1
+    notes = [(e.step, e.outcome) for e in events(wf.engine, exchange_id)]
+    assert ("reconciler", "finding_opened") in notes
+
+    # Found again: still one finding. Then an operator acknowledges it with a note.
+    reconcile_once(wf.engine, wf.bank, stuck_after=STUCK_AFTER, queue=QUEUE)
+    with wf.engine.connect() as conn:
+        (finding_id,) = conn.execute(select(reconciliation_findings.c.id)).scalars().all()
+    response = ops.post(f"/api/ops/findings/{finding_id}/acknowledge", json={"note": "asked the bank to reverse"})
+    assert response.status_code == 200, response.get_json()
+    assert ("reconciler", "finding_acknowledged") in [(e.step, e.outcome) for e in events(wf.engine, exchange_id)]
+    assert "asked the bank to reverse" in ops.get("/ops/").get_data(as_text=True)
+
+    # The operator settles it by hand; the findings count goes back down.
+    response = ops.post(f"/api/ops/findings/{finding_id}/resolve", json={"note": "reversed at the bank"})
+    assert response.status_code == 200
+    assert open_findings(wf.engine) == []
+    assert metric(ops, "fx_reconciliation_findings_open") == 0
+    assert ops.post(f"/api/ops/findings/{finding_id}/resolve", json={"note": "again"}).status_code == 409
+    # The mismatch is still at the bank: the next pass opens it again, fresh (not acknowledged).
+    reconcile_once(wf.engine, wf.bank, stuck_after=STUCK_AFTER, queue=QUEUE)
+    with wf.engine.connect() as conn:
+        row = conn.execute(select(reconciliation_findings)).one()
+    assert (row.resolved_at, row.acknowledged_at, row.note) == (None, None, None)
+
+
+def test_finding_actions_need_a_note_and_a_known_finding(ops: FlaskClient) -> None:
+    assert ops.post("/api/ops/findings/999/acknowledge", json={"note": "x"}).get_json()["error"]["code"] == \
+        "unknown_finding"
+    assert ops.post("/api/ops/findings/999/frobnicate", json={"note": "x"}).get_json()["error"]["code"] == \
+        "unknown_action"
+    assert ops.post("/api/ops/findings/1/resolve", json={"note": 5}).status_code == 422
+
+
+def test_findings_the_pass_did_not_judge_stay_open(wf: Workflow, account: uuid.UUID) -> None:
+    exchange_id = exchange_in(wf, account, "completed")
+    findings.record_pass(wf.engine, [findings.Finding(exchange_id, "paid_twice", "two")], judged=set(),
+                         now=utcnow())
+    change = findings.record_pass(wf.engine, [], judged=set(), now=utcnow())  # it was not looked at
+    assert change.resolved == [] and open_findings(wf.engine) == [(str(exchange_id), "paid_twice")]
+    change = findings.record_pass(wf.engine, [], judged={str(exchange_id)}, now=utcnow())
+    assert change.resolved == [(exchange_id, "paid_twice", str(exchange_id))]
+
+
+# --- live processes ------------------------------------------------------------------------------
+
+
+def test_processes_are_alive_while_they_beat_dead_when_they_stop_beating_and_stopped_when_they_say_so(
+        engine: Engine, ops: FlaskClient) -> None:
+    ops.application.extensions["fx.settings"] = Settings(database_url="sqlite://", process_dead_after_seconds=15)
+    worker = Heartbeat(engine, ProcessRole.WORKER, interval_seconds=5, holding=lambda: {"in_hand": 2})
+    relay = Heartbeat(engine, ProcessRole.RELAY, interval_seconds=5)
+    worker.beat()
+    relay.beat()
+    assert metric(ops, "fx_processes_alive", role="worker") == 1
+    assert metric(ops, "fx_processes_alive", role="relay") == 1
+    assert metric(ops, "fx_processes_alive", role="reconciler") == 0
+    html = ops.get("/ops/").get_data(as_text=True)
+    assert 'id="alarm-reconciler"' in html and 'id="alarm-worker"' not in html
+    assert "2 in hand" in html
+
+    with engine.begin() as conn:  # the worker's last beat was 16 s ago: it died
+        conn.execute(update(process_heartbeats).where(process_heartbeats.c.role == "worker")
+                     .values(beat_at=utcnow() - timedelta(seconds=16)))
+    assert metric(ops, "fx_processes_alive", role="worker") == 0
+    assert 'id="alarm-worker"' in ops.get("/ops/").get_data(as_text=True)
+
+    relay.stop()
+    assert metric(ops, "fx_processes_alive", role="relay") == 0
+    assert 'class="status-stopped"' in ops.get("/ops/").get_data(as_text=True)
+
+
+def test_a_claim_held_by_a_worker_that_is_gone_is_marked(wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    exchange_id = exchange_in(wf, account, "debited")
+    with wf.engine.begin() as conn:
+        conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
+                     .values(claimed_by="host-that-died:4242:Thread-1", claimed_until=utcnow() + LONG_AGO,
+                             progressed_at=utcnow() - LONG_AGO))
+    html = ops.get("/ops/").get_data(as_text=True)
+    section = html[html.index("<h2>Stuck"):html.index("<h2>Needs attention")]
+    assert "held by host-that-died:4242:Thread-1 (gone)" in section
+
+
+# --- alerts and every failure on the timeline ---------------------------------------------------
+
+
+def test_a_parked_exchange_and_a_refund_after_a_bank_failure_each_alert_once_with_their_tags(
+        sentry: CollectingTransport, wf: Workflow, account: uuid.UUID) -> None:
+    parked = exchange_in(wf, account, "needs_attention")
+    refunded = exchange_in(wf, account, "debited")
+    fail_credit_for_good(wf, refunded)
+
+    alerts = [(e["tags"]["exchange_id"], e["tags"]["step"], e.get("message") or e["logentry"]["message"])
+              for e in sentry.errors()]
+    assert all(e["level"] == "error" for e in sentry.errors())
+    assert [(a[0], a[1]) for a in alerts] == [(str(parked), "credit_exchange"), (str(refunded), "credit_exchange")]
+    assert alerts[0][2].startswith("exchange parked in needs_attention")
+    assert alerts[1][2].startswith("exchange refunded after the bank failed")
+
+
+def test_an_unexpected_exception_in_a_step_is_on_the_timeline_and_the_step_runs_again(
+        wf: Workflow, account: uuid.UUID) -> None:
+    exchange_id = exchange_in(wf, account, "quoted")
+    actors = declare_actors(StubBroker(), Settings(database_url="sqlite://"), wf)
+    failpoints.load("step.debit.before_commit=raise")
+    try:
+        with pytest.raises(failpoints.InjectedFault):
+            actors[machine.DEBIT.actor].fn(str(exchange_id))
+    finally:
+        failpoints.load("")
+    last = events(wf.engine, exchange_id)[-1]
+    assert (last.step, last.outcome, last.state) == ("debit", "error", "quoted")
+    assert last.error.startswith("InjectedFault") and "Traceback" in last.detail["traceback"]
+    assert row_of(wf.engine, exchange_id).state == "quoted"  # its writes rolled back
+
+    actors[machine.DEBIT.actor].fn(str(exchange_id))
+    assert row_of(wf.engine, exchange_id).state == "debited"
