@@ -24,6 +24,7 @@ from errors import ConfigError
 from infra.database import is_postgres, make_engine
 from jobs.actors import declare_actors
 from jobs.broker import build_broker
+from jobs.final_error import KeepFinalError
 from jobs.lifecycle import ProcessLifecycle
 from ops.processes import Heartbeat, ProcessRole
 from outbox.publisher import publisher_for
@@ -126,6 +127,7 @@ def build_worker(settings: Settings, *, workflow: Workflow | None = None,
         on_shutdown=lambda: [beat.stop() for beat in heartbeat],
     )
     broker.add_middleware(lifecycle)
+    broker.add_middleware(KeepFinalError())
     return Worker(broker, workflow, declare_actors(broker, settings, workflow))
 
 

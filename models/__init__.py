@@ -5,7 +5,7 @@ from models.base import Base
 from models.customer import ApiKey, Customer
 from models.exchange import Exchange, ExchangeEvent
 from models.ledger import LedgerEntry
-from models.operations import OpsCheck, ProcessHeartbeat
+from models.operations import OperatorAction, OpsCheck, ProcessHeartbeat
 from models.outbox import OutboxMessage
 from models.reconciliation import ReconciliationFinding
 
@@ -20,6 +20,7 @@ outbox_messages = OutboxMessage.__table__
 reconciliation_findings = ReconciliationFinding.__table__
 process_heartbeats = ProcessHeartbeat.__table__
 ops_checks = OpsCheck.__table__
+operator_actions = OperatorAction.__table__
 
 __all__ = [
     "Account",
@@ -32,6 +33,7 @@ __all__ = [
     "Exchange",
     "ExchangeEvent",
     "LedgerEntry",
+    "OperatorAction",
     "OpsCheck",
     "OutboxMessage",
     "ProcessHeartbeat",
@@ -43,6 +45,7 @@ __all__ = [
     "exchange_events",
     "exchanges",
     "ledger_entries",
+    "operator_actions",
     "ops_checks",
     "outbox_messages",
     "process_heartbeats",

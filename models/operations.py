@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, JSONDocument, JSONValue, UTCDateTime
+from models.base import Base, BigId, JSONDocument, JSONValue, UTCDateTime
 
 
 class ProcessHeartbeat(Base):
@@ -41,3 +42,24 @@ class OpsCheck(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Why the last attempt could not run (None when it did).
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class OperatorAction(Base):
+    """The audit trail: every operator action, who took it, when, on what, and what came of it."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (
+        Index("ix_operator_actions_at", "at"),
+        Index("ix_operator_actions_exchange_id", "exchange_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    operator: Mapped[str] = mapped_column(String(120))
+    #: retry / cancel / compensate / acknowledge_finding / resolve_finding / replay_dead_letter / ...
+    action: Mapped[str] = mapped_column(String(40))
+    #: What it was taken on: an exchange, a finding or a dead-lettered message.
+    subject: Mapped[str] = mapped_column(String(200))
+    exchange_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    result: Mapped[str] = mapped_column(Text)
+    detail: Mapped[JSONValue | None] = mapped_column(JSONDocument)

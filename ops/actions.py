@@ -20,6 +20,7 @@ from domain.states import ExchangeState
 from errors import ActionRefused, NotFound, UnknownExchange
 from models import exchanges
 from models.base import utcnow
+from ops import audit
 from outbox.writer import enqueue
 from services import claims, ledger, timeline
 from services.workflow import credit_key
@@ -45,8 +46,11 @@ def _current(conn: Connection, exchange_id: uuid.UUID) -> Any:
 
 def _note(conn: Connection, exchange_id: uuid.UUID, operator: str, outcome: str, state: str, now: datetime,
           **detail: Any) -> None:
+    """The action on the exchange's timeline and in the audit trail, in the action's transaction."""
     timeline.record(conn, exchange_id, step="operator", outcome=outcome, state=state, worker=f"operator:{operator}",
                     detail={"operator": operator, **detail}, now=now)
+    audit.record(conn, operator=operator, action=outcome, subject=f"exchange {exchange_id}", exchange_id=exchange_id,
+                 result=f"{outcome} ({state})", now=now, **detail)
 
 
 def _send(conn: Connection, step: machine.Step, exchange_id: uuid.UUID, queue: str, now: datetime) -> uuid.UUID:

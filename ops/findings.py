@@ -20,6 +20,7 @@ from errors import ActionRefused, NotFound
 from models import exchanges
 from models import reconciliation_findings as rf
 from models.base import utcnow
+from ops import audit
 from services import timeline
 
 #: Who resolves a finding that a later pass no longer finds.
@@ -104,6 +105,8 @@ def acknowledge(engine: Engine, finding_id: int, operator: str, note: str) -> st
         conn.execute(update(rf).where(rf.c.id == finding_id)
                      .values(acknowledged_at=now, acknowledged_by=operator, note=note.strip()))
         _note(conn, row.exchange_id, "finding_acknowledged", operator, now, kind=row.kind, note=note.strip())
+        audit.record(conn, operator=operator, action="acknowledge_finding", subject=f"finding {finding_id}",
+                     exchange_id=row.exchange_id, result=f"{row.kind} acknowledged", now=now, note=note.strip())
     return "acknowledged"
 
 
@@ -115,6 +118,8 @@ def resolve(engine: Engine, finding_id: int, operator: str, note: str) -> str:
     with engine.begin() as conn:
         row = _open_finding(conn, finding_id)
         _resolve(conn, row, operator, note.strip(), now)
+        audit.record(conn, operator=operator, action="resolve_finding", subject=f"finding {finding_id}",
+                     exchange_id=row.exchange_id, result=f"{row.kind} resolved", now=now, note=note.strip())
     return "resolved"
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from domain.states import ExchangeState
 from models.base import utcnow
-from ops import checks
+from ops import broker, checks
 from ops.dashboard import counts_by_state, open_findings_count, stuck_counts
 from ops.processes import alive_by_role, processes
 from outbox import store
@@ -25,8 +25,11 @@ S = ExchangeState
 
 
 class SystemCollector(Collector):
-    def __init__(self, engine: Engine, *, stuck_after: timedelta, dead_after: timedelta) -> None:
+    def __init__(self, engine: Engine, *, stuck_after: timedelta, dead_after: timedelta, broker_url: str = "",
+                 queue: str = "exchanges") -> None:
         self.engine = engine
+        self.broker_url = broker_url
+        self.queue = queue
         self.stuck_after = stuck_after
         self.dead_after = dead_after
 
@@ -39,6 +42,17 @@ class SystemCollector(Collector):
             findings = open_findings_count(conn)
             alive = alive_by_role(processes(conn, dead_after=self.dead_after, now=now))
             bank_check = checks.state_of(conn, checks.BANK_COMPARE)
+        view = broker.read(self.broker_url, self.queue)
+        yield GaugeMetricFamily("fx_broker_up", "1 if the broker could be read at this scrape", value=int(view.up))
+        if view.dead_letters is not None:  # unknown when the broker is down: absent, never 0
+            yield GaugeMetricFamily("fx_dead_letters", "Messages Dramatiq gave up on", value=view.dead_letters)
+        queued = GaugeMetricFamily("fx_broker_messages", "Messages in the broker per queue and kind",
+                                   labels=["queue", "kind"])
+        for q in view.queues:
+            for kind, n in (("ready", q.ready), ("delayed", q.delayed), ("in_flight", q.in_flight), ("dead", q.dead)):
+                if n is not None:
+                    queued.add_metric([q.name, kind], n)
+        yield queued
         yield _labelled("fx_exchanges_stuck", "Open exchanges with no step progress past STUCK_AFTER_SECONDS",
                         "state", stuck)
         yield _labelled("fx_processes_alive", "Processes whose heartbeat is younger than PROCESS_DEAD_AFTER_SECONDS",
@@ -68,8 +82,10 @@ def _labelled(name: str, documentation: str, label: str, values: dict[str, int])
     return family
 
 
-def system_registry(engine: Engine, *, stuck_after: timedelta, dead_after: timedelta) -> CollectorRegistry:
+def system_registry(engine: Engine, *, stuck_after: timedelta, dead_after: timedelta, broker_url: str = "",
+                    queue: str = "exchanges") -> CollectorRegistry:
     """A registry of its own, so a scrape reads only the system's gauges."""
     registry = CollectorRegistry()
-    registry.register(SystemCollector(engine, stuck_after=stuck_after, dead_after=dead_after))
+    registry.register(SystemCollector(engine, stuck_after=stuck_after, dead_after=dead_after, broker_url=broker_url,
+                                      queue=queue))
     return registry

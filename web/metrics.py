@@ -21,5 +21,6 @@ def metrics() -> Response:
         settings = current_app.extensions["fx.settings"]
         registry = current_app.extensions["fx.metrics_registry"] = system_registry(
             current_app.extensions["fx.engine"], stuck_after=timedelta(seconds=settings.stuck_after_seconds),
-            dead_after=timedelta(seconds=settings.process_dead_after_seconds))
+            dead_after=timedelta(seconds=settings.process_dead_after_seconds), broker_url=settings.broker_url,
+            queue=settings.queue_name)
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

@@ -13,7 +13,7 @@ from domain.money import quantize
 from domain.states import OPERATOR_ACTIONS
 from errors import ClientError, ValidationFailed
 from models.base import utcnow
-from ops import actions, dead_letters, findings
+from ops import actions, broker, dead_letters, findings
 from ops.dashboard import dashboard as read_dashboard
 from services import timeline
 from services.exchanges import get_exchange
@@ -71,11 +71,12 @@ def dashboard() -> str:
     dead: list[dead_letters.DeadLetter] = []
     if settings.broker_url.startswith("redis"):
         dead_total, dead = dead_letters.from_redis(settings.broker_url, settings.queue_name)
+        dead = dead_letters.with_states(_engine(), dead)
     return render_template(
-        "ops/dashboard.html", board=board, counts=board.counts, stuck=board.stuck, parked=board.parked,
-        failures=board.failures, rows=board.rows, findings=board.findings, outbox=board.outbox,
-        dead_total=dead_total, dead=dead, states=states, next_cursor=board.next_cursor,
-        stuck_after=settings.stuck_after_seconds, now=now, operator=g.operator,
+        "ops/dashboard.html", board=board, broker_view=broker.read(settings.broker_url, settings.queue_name),
+        counts=board.counts, stuck=board.stuck, parked=board.parked, failures=board.failures, rows=board.rows,
+        findings=board.findings, outbox=board.outbox, dead_total=dead_total, dead=dead, states=states,
+        next_cursor=board.next_cursor, stuck_after=settings.stuck_after_seconds, now=now, operator=g.operator,
     )
 
 

@@ -1,4 +1,4 @@
-"""Operators' truth: the stuck clock, process heartbeats, check outcomes, and the findings' life.
+"""Operators' truth: the stuck clock, heartbeats, check outcomes, the audit trail and the findings' life.
 
 Revision ID: 0004
 Revises: 0003
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from models.base import JSONDocument, UTCDateTime
+from models.base import BigId, JSONDocument, UTCDateTime
 
 revision = "0004"
 down_revision = "0003"
@@ -48,6 +48,19 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
     )
 
+    op.create_table(
+        "operator_actions",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Column("operator", sa.String(120), nullable=False),
+        sa.Column("action", sa.String(40), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("exchange_id", sa.Uuid(), nullable=True),
+        sa.Column("result", sa.Text(), nullable=False),
+        sa.Column("detail", JSONDocument, nullable=True),
+    )
+    op.create_index("ix_operator_actions_at", "operator_actions", ["at"])
+    op.create_index("ix_operator_actions_exchange_id", "operator_actions", ["exchange_id", "at"])
     with op.batch_alter_table("reconciliation_findings") as batch:
         batch.add_column(sa.Column("subject", sa.String(120), nullable=True))
         batch.add_column(sa.Column("acknowledged_at", UTCDateTime, nullable=True))
@@ -74,6 +87,9 @@ def downgrade() -> None:
         batch.alter_column("exchange_id", existing_type=sa.Uuid(), nullable=False)
         for column in ("resolved_by", "note", "acknowledged_by", "acknowledged_at", "subject"):
             batch.drop_column(column)
+    op.drop_index("ix_operator_actions_exchange_id", "operator_actions")
+    op.drop_index("ix_operator_actions_at", "operator_actions")
+    op.drop_table("operator_actions")
     op.drop_table("ops_checks")
     op.drop_index("ix_process_heartbeats_role_beat", "process_heartbeats")
     op.drop_table("process_heartbeats")
