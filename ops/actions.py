@@ -126,6 +126,17 @@ def force_compensation(engine: Engine, bank: BankClient, exchange_id: uuid.UUID,
     return "compensation started; the bank voided the credit"
 
 
+def add_note(engine: Engine, exchange_id: uuid.UUID, operator: str, note: str) -> str:
+    """An operator's note on the exchange: on its timeline and in the audit trail; nothing else changes."""
+    if not note.strip():
+        raise ActionRefused("The note is empty.")
+    now = utcnow()
+    with engine.begin() as conn:
+        state = _current(conn, exchange_id).state
+        _note(conn, exchange_id, operator, "note", state, now, note=note.strip()[:2000])
+    return "note added"
+
+
 def run_action(engine: Engine, bank: BankClient, exchange_id: uuid.UUID, action: str, operator: str, *,
                queue: str) -> str:
     """The named action of domain/states.OPERATOR_ACTIONS, or UnknownAction."""

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from domain.states import MOVING_STATES, ExchangeState
-from models import exchanges, reconciliation_findings
+from models import accounts, exchanges, reconciliation_findings
 from ops import checks
 from ops.checks import CheckState
 from ops.findings import open_findings
@@ -88,6 +88,20 @@ def page(conn: Connection, *, states: list[str] | None = None, before: tuple[dat
     if before is not None:
         query = query.where(tuple_(exchanges.c.updated_at, exchanges.c.id) < tuple_(*before))
     return _summaries(conn, query.order_by(exchanges.c.updated_at.desc(), exchanges.c.id.desc()).limit(limit))
+
+
+def find_exchanges(engine: Engine, query: str, limit: int = PAGE_SIZE) -> list[ExchangeSummary]:
+    """Exchanges by id, by account id, by customer id (its accounts'), or by idempotency key; newest first."""
+    try:
+        as_id = uuid.UUID(query)
+    except ValueError:
+        where = exchanges.c.idempotency_key == query
+    else:
+        owned = select(accounts.c.id).where(accounts.c.customer_id == as_id)
+        where = (exchanges.c.id == as_id) | (exchanges.c.account_id == as_id) | exchanges.c.account_id.in_(owned)
+    with engine.connect() as conn:
+        return _summaries(conn, select(*_SUMMARY).where(where)
+                          .order_by(exchanges.c.updated_at.desc(), exchanges.c.id.desc()).limit(limit))
 
 
 def open_findings_count(conn: Connection) -> int:

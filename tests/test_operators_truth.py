@@ -22,16 +22,18 @@ from domain import states as machine
 from jobs.actors import declare_actors
 from models import exchanges, process_heartbeats, reconciliation_findings
 from models.base import utcnow
-from ops import findings
+from ops import actions, findings
 from ops.processes import Heartbeat, ProcessRole
 from ops.reconciler import EXIT_MISMATCH, EXIT_UNKNOWN, reconcile_once, requeue_stuck
 from outbox import failpoints
 from services.accounts import open_account
-from services.workflow import Workflow
+from services.exchanges import ExchangeRequest, create_exchange
+from services.workflow import StepDeferred, Workflow
 from settings import Settings
+from tests.conftest import ApiCustomer
 from tests.ops_support import age, bank_for, events, exchange_in, fail_credit_for_good, row_of
 from tests.support.sentry_capture import CollectingTransport
-from tests.workflow_support import run_step
+from tests.workflow_support import drive, run_step
 
 QUEUE = "exchanges"
 STUCK_AFTER = timedelta(minutes=2)
@@ -269,3 +271,54 @@ def test_an_unexpected_exception_in_a_step_is_on_the_timeline_and_the_step_runs_
 
     actors[machine.DEBIT.actor].fn(str(exchange_id))
     assert row_of(wf.engine, exchange_id).state == "debited"
+
+
+def test_a_refund_after_the_bank_failed_for_good_keeps_the_error_that_caused_it(
+        wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    exchange_id = exchange_in(wf, account, "refunded")  # the bank answered 503 to every credit attempt
+
+    row = row_of(wf.engine, exchange_id)
+    assert row.state == "refunded" and "bank answered 503" in row.last_error
+    page = ops.get(f"/ops/exchanges/{exchange_id}").get_data(as_text=True)
+    assert 'id="last-error"' in page and "bank answered 503" in page
+
+
+def test_an_exchange_page_offers_only_the_actions_its_state_allows_and_shows_resolved_trouble_as_history(
+        wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    debited = exchange_in(wf, account, "debited")
+    page = ops.get(f"/ops/exchanges/{debited}").get_data(as_text=True)
+    assert "/actions/retry" in page and "/actions/compensate" in page and "/actions/cancel" not in page
+
+    wf.bank.set_faults(error_next=1)  # one failed credit attempt, then it pays
+    try:
+        with pytest.raises(StepDeferred):
+            run_step(wf, machine.CREDIT.actor, debited)
+    finally:
+        wf.bank.reset_faults()
+    assert drive(wf, debited) == "completed"
+    page = ops.get(f"/ops/exchanges/{debited}").get_data(as_text=True)
+    assert "/actions/" not in page and "No action applies to a completed exchange" in page
+    assert '<div class="history">' in page and '<div class="trouble">' not in page and "Earlier trouble" in page
+
+
+def test_search_finds_exchanges_by_id_account_customer_and_idempotency_key(
+        wf: Workflow, ops: FlaskClient, customer: ApiCustomer, funded_account: uuid.UUID) -> None:
+    accepted = create_exchange(wf.engine, ExchangeRequest(funded_account, "CAD", "USD", Decimal("5.00")),
+                               queue=QUEUE, idempotency_key="order-77", owner=customer.id)
+    exchange_id = accepted.exchange_id
+    assert ops.get(f"/ops/search?q={exchange_id}").headers["Location"].endswith(f"/ops/exchanges/{exchange_id}")
+    for query in (str(funded_account), str(customer.id), "order-77"):
+        assert str(exchange_id) in ops.get(f"/ops/search?q={query}").get_data(as_text=True), query
+    assert "Nothing matches" in ops.get("/ops/search?q=no-such-key").get_data(as_text=True)
+
+
+def test_every_operator_action_is_in_the_audit_trail_with_who_and_the_note(
+        wf: Workflow, account: uuid.UUID, ops: FlaskClient) -> None:
+    exchange_id = exchange_in(wf, account, "pending")
+    assert ops.post(f"/api/ops/exchanges/{exchange_id}/actions/cancel").status_code == 202
+    actions.add_note(wf.engine, exchange_id, "alice", "customer asked by phone")
+
+    page = ops.get("/ops/audit").get_data(as_text=True)
+    assert "cancelled" in page and "customer asked by phone" in page and "alice" in page
+    exchange_page = ops.get(f"/ops/exchanges/{exchange_id}").get_data(as_text=True)
+    assert "<h2>Operator actions</h2>" in exchange_page and "customer asked by phone" in exchange_page

@@ -10,11 +10,12 @@ from typing import Any
 from flask import Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 
 from domain.money import quantize
-from domain.states import OPERATOR_ACTIONS
+from domain.states import OPERATOR_ACTIONS, ExchangeState, actions_allowed
 from errors import ClientError, ValidationFailed
 from models.base import utcnow
-from ops import actions, broker, dead_letters, findings
+from ops import actions, audit, broker, dead_letters, findings
 from ops.dashboard import dashboard as read_dashboard
+from ops.dashboard import find_exchanges
 from services import timeline
 from services.exchanges import get_exchange
 from settings import Settings
@@ -85,8 +86,31 @@ def dashboard() -> str:
 def exchange_page(exchange_id: uuid.UUID) -> str:
     exchange = get_exchange(_engine(), exchange_id)
     entries = timeline.of_exchange(_engine(), exchange_id)
+    with _engine().begin() as conn:
+        trail = audit.entries(conn, exchange_id=exchange_id)
+    # Trouble on an exchange that completed anyway is history, not an alert.
+    resolved = exchange.state == ExchangeState.COMPLETED
     return render_template("ops/exchange.html", exchange=exchange, entries=entries,
-                           trouble=timeline.first_trouble(entries), actions=ACTIONS, operator=g.operator)
+                           trouble=timeline.first_trouble(entries), trouble_resolved=resolved,
+                           actions=actions_allowed(ExchangeState(exchange.state)), audit=trail, operator=g.operator)
+
+
+@bp.get("/audit")
+@operator_required
+def audit_page() -> str:
+    with _engine().begin() as conn:
+        trail = audit.entries(conn, operator=request.args.get("operator") or None)
+    return render_template("ops/audit.html", audit=trail, operator=g.operator)
+
+
+@bp.get("/search")
+@operator_required
+def search() -> Any:
+    query = request.args.get("q", "").strip()
+    rows = find_exchanges(_engine(), query) if query else []
+    if len(rows) == 1 and str(rows[0].id) == query:
+        return redirect(url_for("ops.exchange_page", exchange_id=rows[0].id))
+    return render_template("ops/search.html", query=query, rows=rows, operator=g.operator)
 
 
 @bp.post("/exchanges/<uuid:exchange_id>/actions/<action>")
@@ -95,6 +119,17 @@ def exchange_action(exchange_id: uuid.UUID, action: str) -> Response:
     check_csrf()
     try:
         flash(run_action(exchange_id, action, g.operator), "ok")
+    except ClientError as refusal:
+        flash(refusal.message, "refused")
+    return redirect(url_for("ops.exchange_page", exchange_id=exchange_id))  # type: ignore[return-value]
+
+
+@bp.post("/exchanges/<uuid:exchange_id>/note")
+@operator_required
+def exchange_note(exchange_id: uuid.UUID) -> Response:
+    check_csrf()
+    try:
+        flash(actions.add_note(_engine(), exchange_id, g.operator, request.form.get("note", "")), "ok")
     except ClientError as refusal:
         flash(refusal.message, "refused")
     return redirect(url_for("ops.exchange_page", exchange_id=exchange_id))  # type: ignore[return-value]

@@ -82,6 +82,8 @@ class Transition:
     values: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     detail: dict[str, Any] | None = None
+    #: A step that succeeds clears the exchange's last error; a refund keeps the one that caused it.
+    keeps_last_error: bool = False
 
 
 StepBody = Callable[[Connection, Claim, datetime], Transition]

@@ -80,7 +80,7 @@ def compensate(wf: Workflow, d: Delivery) -> StepResult:
         ledger.add_available(conn, c.account_id, c.from_currency, c.amount, now)
         ledger.post(conn, postings.refund(c.account_id, postings.HOUSE_ACCOUNT_ID, c.from_currency, c.amount),
                     exchange_id=c.exchange_id, now=now)
-        return Transition(S.REFUNDED, "compensated", machine.RECEIPT,
+        return Transition(S.REFUNDED, "compensated", machine.RECEIPT, keeps_last_error=True,
                           detail={"refunded": str(c.amount), "currency": c.from_currency})
 
     return run_local_step(wf, d, machine.COMPENSATE, body)

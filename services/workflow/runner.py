@@ -37,7 +37,8 @@ def claim_or_defer(wf: Workflow, conn: Connection, d: Delivery, step: Step, now:
 def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, t: Transition,
                       now: datetime, started: float) -> None:
     """Advance (fenced by the claim), enqueue the next step's message and record the timeline entry."""
-    claims.advance(conn, held, t.target, now=now, last_error=t.error, **t.values)
+    error = {} if t.keeps_last_error and t.error is None else {"last_error": t.error}
+    claims.advance(conn, held, t.target, now=now, **error, **t.values)
     detail = dict(t.detail or {})
     if t.next_step is not None:
         # The next step continues this step's trace, so one trace follows the exchange.
