@@ -7,12 +7,15 @@ timestamps, never by sleeping.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import yaml
 from dramatiq.brokers.stub import StubBroker
 from flask import Flask
 from flask.testing import FlaskClient
@@ -322,3 +325,38 @@ def test_every_operator_action_is_in_the_audit_trail_with_who_and_the_note(
     assert "cancelled" in page and "customer asked by phone" in page and "alice" in page
     exchange_page = ops.get(f"/ops/exchanges/{exchange_id}").get_data(as_text=True)
     assert "<h2>Operator actions</h2>" in exchange_page and "customer asked by phone" in exchange_page
+
+
+def test_the_operator_document_lists_every_operator_json_route_and_each_answers_as_documented(
+        ops: FlaskClient) -> None:
+    document = ops.get("/api/ops/openapi.json").get_json()
+    documented = {path.replace("{", "<").replace("}", ">") for path in document["paths"]}
+    routes = {re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", rule.rule) for rule in ops.application.url_map.iter_rules()
+              if rule.rule.startswith("/api/ops/") and "POST" in (rule.methods or ())}
+    assert routes == documented
+    calls = {"/api/ops/exchanges/{exchange_id}/actions/{action}": f"/api/ops/exchanges/{uuid.uuid4()}/actions/retry",
+             "/api/ops/findings/{finding_id}/{action}": "/api/ops/findings/424242/resolve",
+             "/api/ops/dead-letters/{message_id}/{action}": "/api/ops/dead-letters/m-1/replay",
+             "/api/ops/dead-letters/all/{action}": "/api/ops/dead-letters/all/delete"}
+    for path, url in calls.items():
+        response = ops.post(url, json={"note": "n"})
+        assert str(response.status_code) in document["paths"][path]["post"]["responses"], (url, response.status_code)
+        if response.status_code >= 400:
+            assert set(response.get_json()["error"]) >= {"code", "message"}
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+METRIC_NAME = re.compile(r"\bfx_[a-z_]+\b")
+
+
+def test_every_metric_the_alert_rules_and_the_grafana_dashboard_use_is_served(ops: FlaskClient) -> None:
+    served = set(METRIC_NAME.findall(ops.get("/metrics").get_data(as_text=True)))
+    rules = yaml.safe_load((DOCS / "prometheus-alerts.yml").read_text())
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+    expressions += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in expressions for name in METRIC_NAME.findall(expr)}
+    assert used and used <= served, f"not served: {used - served}"
+    required = {"fx_exchanges_stuck", "fx_processes_alive", "fx_dead_letters", "fx_broker_up",
+                "fx_reconciliation_findings_open", "fx_reconciler_last_bank_compare_timestamp_seconds"}
+    assert required <= used
