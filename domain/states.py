@@ -111,6 +111,16 @@ COMPENSATE_ACTION = OperatorAction("compensate", frozenset({S.DEBITED, S.NEEDS_A
 OPERATOR_ACTIONS: dict[str, OperatorAction] = {a.name: a for a in (RETRY_ACTION, CANCEL_ACTION, COMPENSATE_ACTION)}
 
 
+def step_payload(exchange_id: object, epoch: int = 0) -> dict[str, object]:
+    """A step message's arguments. `epoch` is the exchange's step epoch when the message was written:
+    an operator's Retry raises it, so older deliveries of the step (a pending broker retry) are
+    acknowledged without effect and the retry's fresh attempt budget is its own."""
+    payload: dict[str, object] = {"exchange_id": str(exchange_id)}
+    if epoch:
+        payload["epoch"] = epoch
+    return payload
+
+
 def actions_allowed(state: ExchangeState) -> tuple[str, ...]:
     """The operator actions an exchange in `state` accepts."""
     return tuple(name for name, action in OPERATOR_ACTIONS.items()

@@ -38,7 +38,7 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings, workflow: Workfl
 def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workflow: Workflow) -> dramatiq.Actor:
     step = STEPS[actor_name]
 
-    def run(exchange_id: str) -> None:
+    def run(exchange_id: str, epoch: int = 0) -> None:
         sentry_sdk.set_tag("exchange_id", exchange_id)
         sentry_sdk.set_tag("step", actor_name)
         message = CurrentMessage.get_current_message()
@@ -46,6 +46,7 @@ def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workf
             exchange_id=uuid.UUID(exchange_id),
             worker=worker_id(),
             message_id=uuid.UUID(message.message_id) if message is not None else None,
+            epoch=epoch,
         )
         try:
             result = step(workflow, delivery)

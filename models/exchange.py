@@ -46,6 +46,8 @@ class Exchange(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(120))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim_token: Mapped[int] = mapped_column(Integer, default=0)
+    #: Raised by an operator's Retry: step messages written before it are superseded (see step_payload).
+    step_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: Set by a claim that took over an expired one: whose claim it was.
     rescued_from: Mapped[str | None] = mapped_column(String(120))
     last_error: Mapped[str | None] = mapped_column(Text)

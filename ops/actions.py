@@ -53,8 +53,9 @@ def _note(conn: Connection, exchange_id: uuid.UUID, operator: str, outcome: str,
                  result=f"{outcome} ({state})", now=now, **detail)
 
 
-def _send(conn: Connection, step: machine.Step, exchange_id: uuid.UUID, queue: str, now: datetime) -> uuid.UUID:
-    return enqueue(conn, actor=step.actor, payload={"exchange_id": str(exchange_id)}, queue=queue, now=now)
+def _send(conn: Connection, step: machine.Step, exchange_id: uuid.UUID, epoch: int, queue: str,
+          now: datetime) -> uuid.UUID:
+    return enqueue(conn, actor=step.actor, payload=machine.step_payload(exchange_id, epoch), queue=queue, now=now)
 
 
 def _seize(conn: Connection, exchange_id: uuid.UUID, action: machine.OperatorAction, operator: str,
@@ -67,20 +68,25 @@ def _seize(conn: Connection, exchange_id: uuid.UUID, action: machine.OperatorAct
 
 
 def retry_step(engine: Engine, exchange_id: uuid.UUID, operator: str, *, queue: str) -> str:
-    """Send the current step's message again, with a fresh attempt budget."""
+    """Send the current step's message again, with a fresh attempt budget of its own.
+
+    The step epoch goes up: a retry of the step still pending at the broker (its backoff) is
+    acknowledged without effect when it comes, so it does not share the fresh budget.
+    """
     now = utcnow()
     with engine.begin() as conn:
         state = S(_current(conn, exchange_id).state)
         step = machine.STEP_FOR_STATE.get(state)
         if step is None:
             raise ActionRefused(f"A {state} exchange has no step to retry.")
-        moved = conn.execute(
+        epoch = conn.execute(
             update(exchanges).where(exchanges.c.id == exchange_id, exchanges.c.state == state)
-            .values(attempt=0, updated_at=now)
-        )
-        if moved.rowcount != 1:
+            .values(attempt=0, updated_at=now, step_epoch=exchanges.c.step_epoch + 1)
+            .returning(exchanges.c.step_epoch)
+        ).scalar_one_or_none()
+        if epoch is None:
             raise ActionRefused("The exchange changed meanwhile; look again.")
-        message_id = _send(conn, step, exchange_id, queue, now)
+        message_id = _send(conn, step, exchange_id, epoch, queue, now)
         _note(conn, exchange_id, operator, "retry_requested", state, now, actor=step.actor, message_id=str(message_id))
     return f"{step.actor} sent again"
 
@@ -96,7 +102,7 @@ def cancel(engine: Engine, exchange_id: uuid.UUID, operator: str, *, queue: str)
         held = _seize(conn, exchange_id, action, operator, now)
         claims.advance(conn, held, S.FAILED, now=now, last_error=f"cancelled by operator {operator}")
         ledger.release_hold(conn, current.account_id, current.from_currency, current.amount, now)
-        _send(conn, machine.RECEIPT, exchange_id, queue, now)
+        _send(conn, machine.RECEIPT, exchange_id, held.epoch, queue, now)
         _note(conn, exchange_id, operator, "cancelled", S.FAILED, now, released=str(current.amount))
     return "cancelled; the hold was released"
 
@@ -121,7 +127,7 @@ def force_compensation(engine: Engine, bank: BankClient, exchange_id: uuid.UUID,
     with engine.begin() as conn:
         held = _seize(conn, exchange_id, action, operator, now)
         claims.advance(conn, held, S.COMPENSATING, now=now, last_error=f"compensation forced by operator {operator}")
-        _send(conn, machine.COMPENSATE, exchange_id, queue, now)
+        _send(conn, machine.COMPENSATE, exchange_id, held.epoch, queue, now)
         _note(conn, exchange_id, operator, "compensation_forced", S.COMPENSATING, now, void_id=record.id)
     return "compensation started; the bank voided the credit"
 

@@ -143,10 +143,13 @@ def replay(engine: Engine, dlq: DeadLetterQueue, message_id: str, operator: str,
                             f"{letter.exchange_id!r}): there is nothing to replay; delete it.")
     now = utcnow()
     with engine.begin() as conn:
-        state = conn.execute(select(exchanges.c.state).where(exchanges.c.id == exchange_id)).scalar_one_or_none()
-        if state is None:
+        current = conn.execute(select(exchanges.c.state, exchanges.c.step_epoch)
+                               .where(exchanges.c.id == exchange_id)).first()
+        if current is None:
             raise ActionRefused(f"Exchange {exchange_id} does not exist: there is nothing to replay; delete it.")
-        new_id = enqueue(conn, actor=letter.actor, payload={"exchange_id": str(exchange_id)}, queue=queue, now=now)
+        state = current.state
+        new_id = enqueue(conn, actor=letter.actor, payload=machine.step_payload(exchange_id, current.step_epoch),
+                         queue=queue, now=now)
         detail = {"dead_message_id": letter.message_id, "actor": letter.actor, "message_id": str(new_id)}
         timeline.record(conn, exchange_id, step="operator", outcome="dead_letter_replayed", state=state,
                         worker=f"operator:{operator}", detail={"operator": operator, **detail}, now=now)

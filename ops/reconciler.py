@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 
 from bank.client import BankClient, BankError
 from domain.reconciliation import BankPayment, ExchangeFacts, Finding, compare
-from domain.states import OPEN_STATES, STEP_FOR_STATE, ExchangeState
+from domain.states import OPEN_STATES, STEP_FOR_STATE, ExchangeState, step_payload
 from models import exchanges, ledger_entries
 from models.base import utcnow
 from ops import checks
@@ -88,7 +88,8 @@ def requeue_stuck(engine: Engine, *, stuck_after: timedelta, queue: str, now: da
     threshold = now - stuck_after
     with engine.connect() as conn:
         candidates = conn.execute(
-            select(exchanges.c.id, exchanges.c.state, exchanges.c.progressed_at, exchanges.c.requeued_at)
+            select(exchanges.c.id, exchanges.c.state, exchanges.c.progressed_at, exchanges.c.requeued_at,
+                   exchanges.c.step_epoch)
             .where(exchanges.c.state.in_(OPEN_STATES), exchanges.c.progressed_at < threshold,
                    exchanges.c.requeued_at.is_(None) | (exchanges.c.requeued_at < threshold),
                    exchanges.c.claimed_until.is_(None) | (exchanges.c.claimed_until < now))
@@ -106,7 +107,8 @@ def requeue_stuck(engine: Engine, *, stuck_after: timedelta, queue: str, now: da
             )
             if moved.rowcount != 1:
                 continue
-            message_id = enqueue(conn, actor=actor, payload={"exchange_id": str(row.id)}, queue=queue, now=now)
+            message_id = enqueue(conn, actor=actor, payload=step_payload(row.id, row.step_epoch), queue=queue,
+                                 now=now)
             timeline.record(conn, row.id, step="reconciler", outcome="requeued", state=row.state,
                             worker="reconciler", now=now,
                             detail={"actor": actor, "message_id": str(message_id),

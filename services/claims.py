@@ -41,6 +41,8 @@ class Claim:
     to_amount: Decimal | None
     quote_expires_at: datetime | None
     outcome_unknown: bool
+    #: The exchange's step epoch (see domain.states.step_payload).
+    epoch: int
     #: The worker whose claim on this step expired without a result, if any: this claim
     #: is a rescue, and the step's rescue policy decides what happens.
     rescued_from: str | None = None
@@ -56,7 +58,7 @@ class Busy:
 
 _RETURNING = (
     t.c.claim_token, t.c.attempt, t.c.account_id, t.c.from_currency, t.c.to_currency, t.c.amount, t.c.rate,
-    t.c.to_amount, t.c.quote_expires_at, t.c.outcome_unknown, t.c.rescued_from,
+    t.c.to_amount, t.c.quote_expires_at, t.c.outcome_unknown, t.c.step_epoch, t.c.rescued_from,
 )
 
 
@@ -64,6 +66,7 @@ _RETURNING = (
 _CLAIM = (
     update(t)
     .where(t.c.id == bindparam("c_id"), t.c.state == bindparam("c_expected"),
+           t.c.step_epoch <= bindparam("c_epoch"),
            or_(t.c.claimed_until.is_(None), t.c.claimed_until < bindparam("c_now")))
     .values(
         step=bindparam("c_step"),
@@ -88,31 +91,38 @@ def claim(
     worker: str,
     lease: timedelta,
     now: datetime,
+    epoch: int = 0,
 ) -> Claim | Busy | None:
-    """Claim the step; None when the exchange is no longer in `expected` (a duplicate: ack it)."""
+    """Claim the step; None when the exchange is no longer in `expected` (a duplicate: ack it), or when
+    the delivery's `epoch` was superseded by an operator's Retry (ack it too)."""
     row = conn.execute(_CLAIM, {"c_id": exchange_id, "c_expected": expected, "c_now": now, "c_step": step,
-                                "c_worker": worker, "c_until": now + lease}).first()
+                                "c_worker": worker, "c_until": now + lease, "c_epoch": epoch}).first()
     if row is not None:
         return Claim(exchange_id, step, row[0], row[1], expected, *row[2:])
     current = conn.execute(
-        select(t.c.state, t.c.claimed_by, t.c.claimed_until).where(t.c.id == exchange_id)
+        select(t.c.state, t.c.claimed_by, t.c.claimed_until, t.c.step_epoch).where(t.c.id == exchange_id)
     ).first()
-    if current is None or current.state != expected:
+    if current is None or current.state != expected or current.step_epoch > epoch:
         return None
     return Busy(current.claimed_by, current.claimed_until)
 
 
-def advance(conn: Connection, held: Claim, target: ExchangeState, *, now: datetime, **values: Any) -> None:
-    """Move to `target` and drop the claim, only while `held` is still the current claim."""
+def advance(conn: Connection, held: Claim, target: ExchangeState, *, now: datetime, **values: Any) -> int:
+    """Move to `target` and drop the claim, only while `held` is still the current claim.
+
+    Returns the step epoch as it is now, for the next step's message (an operator's Retry may have
+    raised it while this step ran)."""
     check_transition(held.state, target)
-    result = conn.execute(
+    epoch = conn.execute(
         update(t)
         .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
         .values(state=target, claimed_by=None, claimed_until=None, outcome_unknown=False, updated_at=now,
                 progressed_at=now, **values)
-    )
-    if result.rowcount != 1:
+        .returning(t.c.step_epoch)
+    ).scalar_one_or_none()
+    if epoch is None:
         raise LostClaim(f"claim {held.token} on {held.exchange_id} was taken over")
+    return epoch
 
 
 def release(conn: Connection, held: Claim, *, error: str, outcome_unknown: bool, now: datetime) -> None:

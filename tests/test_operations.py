@@ -83,7 +83,10 @@ class Snapshot:
 def assert_one_message_and_operator_event(before: Snapshot, *, actor: str, outcome: str, operator: str) -> None:
     (message,) = before.new_messages()
     (event,) = before.new_events()
-    assert message.actor == actor and message.payload == {"exchange_id": str(before.exchange_id)}
+    # The message names the exchange, in its current step epoch (a retry raises it: older ones are superseded).
+    epoch = row_of(before.engine, before.exchange_id).step_epoch
+    assert message.actor == actor and message.payload == machine.step_payload(before.exchange_id, epoch)
+    assert (epoch > 0) == (outcome == "retry_requested")
     assert message.published_at is None and message.queue == QUEUE
     assert (event.step, event.outcome, event.worker) == ("operator", outcome, f"operator:{operator}")
     assert event.detail["operator"] == operator
@@ -92,7 +95,9 @@ def assert_one_message_and_operator_event(before: Snapshot, *, actor: str, outco
 def deliver(wf: Workflow, message: object, worker: str = "test-worker") -> StepResult:
     """Run an outbox message's step as the worker receiving it would."""
     exchange_id = uuid.UUID(message.payload["exchange_id"])  # type: ignore[attr-defined]
-    return STEPS[message.actor](wf, Delivery(exchange_id, worker, message.id))  # type: ignore[attr-defined]
+    # The payload is the actor's kwargs, as a broker delivers them.
+    epoch = message.payload.get("epoch", 0)  # type: ignore[attr-defined]
+    return STEPS[message.actor](wf, Delivery(exchange_id, worker, message.id, epoch))  # type: ignore[attr-defined]
 
 
 def assert_invariants(wf: Workflow) -> None:

@@ -360,3 +360,30 @@ def test_every_metric_the_alert_rules_and_the_grafana_dashboard_use_is_served(op
     required = {"fx_exchanges_stuck", "fx_processes_alive", "fx_dead_letters", "fx_broker_up",
                 "fx_reconciliation_findings_open", "fx_reconciler_last_bank_compare_timestamp_seconds"}
     assert required <= used
+
+
+def test_an_operators_retry_supersedes_the_pending_broker_retry_so_its_budget_is_really_fresh(
+        wf: Workflow, account: uuid.UUID) -> None:
+    exchange_id = exchange_in(wf, account, "debited")
+    wf.bank.set_faults(down=True)
+    try:
+        with pytest.raises(StepDeferred):  # attempt 1 fails: Dramatiq would retry this message later
+            run_step(wf, machine.CREDIT.actor, exchange_id, epoch=0)
+    finally:
+        wf.bank.reset_faults()
+    assert row_of(wf.engine, exchange_id).attempt == 1
+
+    actions.retry_step(wf.engine, exchange_id, "alice", queue=QUEUE)
+
+    credits_before = len([e for e in events(wf.engine, exchange_id) if e.step == "credit"])
+    # The broker's pending retry of the old message comes: acknowledged, no attempt spent, nothing done.
+    actors = declare_actors(StubBroker(), Settings(database_url="sqlite://"), wf)
+    actors[machine.CREDIT.actor].fn(str(exchange_id), 0)
+    row = row_of(wf.engine, exchange_id)
+    assert (row.state, row.attempt, row.step_epoch) == ("debited", 0, 1)
+    assert len([e for e in events(wf.engine, exchange_id) if e.step == "credit"]) == credits_before
+    # The operator's message (epoch 1) runs with a budget of its own: attempt 1 of it, and it pays.
+    actors[machine.CREDIT.actor].fn(str(exchange_id), 1)
+    row = row_of(wf.engine, exchange_id)
+    assert (row.state, row.attempt) == ("credited", 1)
+    assert len(wf.bank.all_applied()) == 1

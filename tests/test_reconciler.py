@@ -47,7 +47,9 @@ def account(engine: Engine) -> uuid.UUID:
 
 def deliver(wf: Workflow, message: object, worker: str) -> StepResult:
     exchange_id = uuid.UUID(message.payload["exchange_id"])  # type: ignore[attr-defined]
-    return STEPS[message.actor](wf, Delivery(exchange_id, worker, message.id))  # type: ignore[attr-defined]
+    # The payload is the actor's kwargs, as a broker delivers them.
+    epoch = message.payload.get("epoch", 0)  # type: ignore[attr-defined]
+    return STEPS[message.actor](wf, Delivery(exchange_id, worker, message.id, epoch))  # type: ignore[attr-defined]
 
 
 def assert_invariants(wf: Workflow) -> None:

@@ -37,8 +37,14 @@ def state_of(engine: Engine, exchange_id: uuid.UUID) -> str:
         return conn.execute(select(exchanges.c.state).where(exchanges.c.id == exchange_id)).scalar_one()
 
 
-def run_step(wf: Workflow, actor: str, exchange_id: uuid.UUID, worker: str = "test-worker") -> StepResult:
-    return STEPS[actor](wf, Delivery(exchange_id, worker, uuid.uuid4()))
+def run_step(wf: Workflow, actor: str, exchange_id: uuid.UUID, worker: str = "test-worker",
+             epoch: int | None = None) -> StepResult:
+    """Deliver the step as the newest message for it would be (the exchange's current step epoch),
+    or as a message of `epoch`."""
+    if epoch is None:
+        with wf.engine.connect() as conn:
+            epoch = conn.execute(select(exchanges.c.step_epoch).where(exchanges.c.id == exchange_id)).scalar_one()
+    return STEPS[actor](wf, Delivery(exchange_id, worker, uuid.uuid4(), epoch=epoch))
 
 
 def drive(wf: Workflow, exchange_id: uuid.UUID, *, max_steps: int = 50) -> str:

@@ -22,6 +22,7 @@ def upgrade() -> None:
     with op.batch_alter_table("exchanges") as batch:
         batch.add_column(sa.Column("progressed_at", UTCDateTime, nullable=True))
         batch.add_column(sa.Column("requeued_at", UTCDateTime, nullable=True))
+        batch.add_column(sa.Column("step_epoch", sa.Integer(), nullable=False, server_default="0"))
     op.execute("UPDATE exchanges SET progressed_at = updated_at")
     with op.batch_alter_table("exchanges") as batch:
         batch.alter_column("progressed_at", existing_type=UTCDateTime, nullable=False)
@@ -95,5 +96,6 @@ def downgrade() -> None:
     op.drop_table("process_heartbeats")
     with op.batch_alter_table("exchanges") as batch:
         batch.drop_index("ix_exchanges_state_progressed")
+        batch.drop_column("step_epoch")
         batch.drop_column("requeued_at")
         batch.drop_column("progressed_at")

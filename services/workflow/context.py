@@ -52,6 +52,8 @@ class Delivery:
     exchange_id: uuid.UUID
     worker: str
     message_id: uuid.UUID | None = None
+    #: The step epoch the message was written in (domain.states.step_payload).
+    epoch: int = 0
 
 
 class StepResult(StrEnum):

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from domain.states import ExchangeState, Step
+from domain.states import ExchangeState, Step, step_payload
 from infra.observability import current_trace_headers
 from models import exchanges
 from models.base import utcnow
@@ -25,7 +25,7 @@ def claim_or_defer(wf: Workflow, conn: Connection, d: Delivery, step: Step, now:
     """The step's claim; None for a duplicate (ack it); StepDeferred while another worker holds it."""
     assert step.runs_in is not None, f"{step.name} does not claim"
     held = claims.claim(conn, d.exchange_id, expected=step.runs_in, step=step.name, worker=d.worker,
-                        lease=wf.config.lease, now=now)
+                        lease=wf.config.lease, now=now, epoch=d.epoch)
     if isinstance(held, Busy):
         # Another worker holds the step. Come back when its lease ends: if it died, we
         # take over; if it finished, we find the step done and acknowledge.
@@ -38,11 +38,11 @@ def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, 
                       now: datetime, started: float) -> None:
     """Advance (fenced by the claim), enqueue the next step's message and record the timeline entry."""
     error = {} if t.keeps_last_error and t.error is None else {"last_error": t.error}
-    claims.advance(conn, held, t.target, now=now, **error, **t.values)
+    epoch = claims.advance(conn, held, t.target, now=now, **error, **t.values)
     detail = dict(t.detail or {})
     if t.next_step is not None:
         # The next step continues this step's trace, so one trace follows the exchange.
-        next_id = enqueue(conn, actor=t.next_step.actor, payload={"exchange_id": str(d.exchange_id)},
+        next_id = enqueue(conn, actor=t.next_step.actor, payload=step_payload(d.exchange_id, epoch),
                           queue=wf.config.queue, trace_headers=current_trace_headers(), now=now)
         detail["next_message_id"] = str(next_id)
     timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
