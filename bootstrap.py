@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -26,11 +27,13 @@ from jobs.actors import declare_actors
 from jobs.broker import build_broker
 from jobs.final_error import KeepFinalError
 from jobs.lifecycle import ProcessLifecycle
+from jobs.retry_clock import RetryClock
 from ops.processes import Heartbeat, ProcessRole
 from outbox.publisher import publisher_for
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
 from services.workflow import Workflow, WorkflowConfig
+from services.workflow.runner import note_next_attempt
 from settings import Settings
 
 #: Where the bank service listens when BANK_URL is not set (the Procfile's `bank:` default).
@@ -128,6 +131,7 @@ def build_worker(settings: Settings, *, workflow: Workflow | None = None,
     )
     broker.add_middleware(lifecycle)
     broker.add_middleware(KeepFinalError())
+    broker.add_middleware(RetryClock(partial(note_next_attempt, workflow)))
     return Worker(broker, workflow, declare_actors(broker, settings, workflow))
 
 

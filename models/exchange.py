@@ -28,6 +28,8 @@ class Exchange(Base):
         Index("ix_exchanges_updated", "updated_at"),
         # Stuck: open exchanges whose steps have not moved them for a while.
         Index("ix_exchanges_state_progressed", "state", "progressed_at"),
+        # Operators search by idempotency key alone; the unique constraint leads with the account.
+        Index("ix_exchanges_idempotency_key", "idempotency_key"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -65,6 +67,8 @@ class Exchange(Base):
     progressed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: When the reconciler last re-sent the current step's message (at most once per threshold).
     requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the broker will deliver the current step's next retry (None when none is pending).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ExchangeEvent(Base):

@@ -40,12 +40,14 @@ class ExchangeSummary:
     updated_at: datetime
     #: The stuck clock: when a step last produced an outcome.
     progressed_at: datetime
+    #: When the broker delivers the current step's next retry, if one is pending.
+    next_attempt_at: datetime | None
 
 
 _SUMMARY = (exchanges.c.id, exchanges.c.account_id, exchanges.c.state, exchanges.c.from_currency,
             exchanges.c.to_currency, exchanges.c.amount, exchanges.c.to_amount, exchanges.c.step, exchanges.c.attempt,
             exchanges.c.last_error, exchanges.c.claimed_by, exchanges.c.created_at, exchanges.c.updated_at,
-            exchanges.c.progressed_at)
+            exchanges.c.progressed_at, exchanges.c.next_attempt_at)
 
 
 def _summaries(conn: Connection, query: Any) -> list[ExchangeSummary]:

@@ -77,6 +77,7 @@ _CLAIM = (
         # SET reads the row as it was: a claim still set here expired without a result.
         rescued_from=case((t.c.claimed_until.is_not(None), func.coalesce(t.c.claimed_by, "?")), else_=None),
         updated_at=bindparam("c_now"),
+        next_attempt_at=None,  # the retry it announced is this delivery
     )
     .returning(*_RETURNING)
 )
@@ -117,7 +118,7 @@ def advance(conn: Connection, held: Claim, target: ExchangeState, *, now: dateti
         update(t)
         .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
         .values(state=target, claimed_by=None, claimed_until=None, outcome_unknown=False, updated_at=now,
-                progressed_at=now, **values)
+                progressed_at=now, next_attempt_at=None, **values)
         .returning(t.c.step_epoch)
     ).scalar_one_or_none()
     if epoch is None:
@@ -153,3 +154,12 @@ def seize(conn: Connection, exchange_id: uuid.UUID, *, allowed: frozenset[Exchan
     if row is None:
         return None
     return Claim(exchange_id, step, row[1], row[2], ExchangeState(row[0]), *row[3:])
+
+
+def note_next_attempt(conn: Connection, exchange_id: uuid.UUID, *, step: str, at: datetime) -> None:
+    """The broker will deliver `step` again at `at`: shown to operators beside the exchange.
+
+    Only while the exchange is still on that step and nobody holds it (a retry already running,
+    or a step already past, makes the note stale)."""
+    conn.execute(update(t).where(t.c.id == exchange_id, t.c.step == step, t.c.claimed_by.is_(None))
+                 .values(next_attempt_at=at))

@@ -33,6 +33,7 @@ from services.accounts import open_account
 from services.workflow import Workflow
 from tests.conftest import REDIS_URL, settings_for, unavailable
 from tests.ops_support import events, exchange_in, make_workflow, row_of
+from tests.support.browser import dump_dom, screenshot, served
 from tests.support.outbox_rows import unique_queue
 from tests.support.relay_redis import workflow_redis_url
 from tests.workflow_support import bank_server, run_step
@@ -188,3 +189,14 @@ def test_with_the_broker_unreachable_the_page_and_metrics_say_unknown_not_zero(e
     assert 'id="broker-down"' in page and "dead-lettered<b>unknown</b>" in page
     assert metric(client, "fx_broker_up") == "0.0"
     assert metric(client, "fx_dead_letters") is None
+
+
+def test_a_dead_letter_renders_in_a_browser_with_its_traceback_and_actions(poisoned: Poisoned, tmp_path: Path) -> None:
+    real = poisoned.letters["real"]
+    with served(poisoned.ops.application) as url:
+        page = f"{url}/ops/dead-letters/{real.redis_id}"
+        dom = dump_dom(tmp_path, page)
+        traceback = re.search(r'<pre class="detail" id="traceback">(.*?)</pre>', dom, re.S)
+        assert traceback is not None and "InjectedFault" in traceback.group(1)
+        assert "replay" in dom and "delete" in dom and str(poisoned.exchange_id) in dom
+        assert screenshot(tmp_path, page, "dead-letter.png").exists()

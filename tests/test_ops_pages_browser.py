@@ -1,19 +1,15 @@
 """The operations pages in a real browser: headless Chromium against the app in a real HTTP server.
 
 The app runs on SQLite with exchanges in every kind of trouble, reached by their own
-steps against the real bank service. Chromium renders the dashboard and one timeline;
+steps against the real bank service, and the heartbeats of a worker that died and of a
+live relay and reconciler. Chromium renders the dashboard and two timelines;
 `--dump-dom` gives what it rendered, `--screenshot` what an operator sees, saved as
-docs/dashboard.png and docs/timeline.png for the README.
+docs/dashboard.png, docs/timeline.png and docs/resolved.png for the README.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import struct
-import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,37 +18,27 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, settings_for
-from sqlalchemy import Engine
-from werkzeug.serving import make_server
+from conftest import settings_for
+from sqlalchemy import Engine, insert
 
 from app import create_app
 from domain import states as machine
+from models import process_heartbeats
+from models.base import utcnow
 from ops.actions import cancel
 from ops.reconciler import compare_with_bank, requeue_stuck
 from services.accounts import open_account
 from services.workflow import StepDeferred, Workflow, credit_key
+from services.workflow.runner import note_next_attempt
 from tests.ops_support import age, exchange_in, make_workflow, row_of
-from tests.workflow_support import bank_server, run_step
+from tests.support.browser import chromium_binary, dump_dom, screenshot, served
+from tests.workflow_support import bank_server, drive, run_step
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-WINDOW = (1280, 1400)
-#: Generous: Chromium starts in about a second here, far slower on a loaded machine.
-CHROMIUM_TIMEOUT_SECONDS = 120
-#: A screenshot of a real page is tens of kilobytes; a blank one is a few.
-MIN_SCREENSHOT_BYTES = 20_000
+#: Tall enough to show the processes table below the trouble lists.
+DASHBOARD_WINDOW = (1280, 2300)
 STUCK_AFTER = timedelta(minutes=2)
 LONG_AGO = timedelta(minutes=10)
-
-
-def chromium_binary() -> str:
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    if found is None:
-        message = "chromium is not installed (apt-get install -y chromium)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+DEAD_AFTER = timedelta(seconds=15)
 
 
 @dataclass
@@ -64,6 +50,7 @@ class Demo:
     parked: uuid.UUID
     refunded: uuid.UUID
     cancelled: uuid.UUID
+    recovered: uuid.UUID
 
 
 def seed(wf: Workflow) -> Demo:
@@ -91,13 +78,35 @@ def seed(wf: Workflow) -> Demo:
     for exchange_id in (stuck, stuck_quoted):
         age(wf.engine, exchange_id, LONG_AGO)  # and nobody picked the message up since
 
+    # The bank refused a credit once; its retry paid it: trouble that is history now.
+    recovered = exchange_in(wf, ada, "debited", "88.00")
+    wf.bank.set_faults(down=True)
+    with pytest.raises(StepDeferred):
+        run_step(wf, machine.CREDIT.actor, recovered, worker="worker-7:1234:Thread-1")
+    wf.bank.reset_faults()
+    drive(wf, recovered)
+    note_next_attempt(wf, stuck, machine.CREDIT, utcnow() + timedelta(seconds=90))
+    beats(wf.engine)
+
     # Someone paid the refunded exchange by hand at the bank: the reconciler finds it.
     wf.bank.transfer(key=f"{credit_key(refunded)}:by-hand", reference=str(refunded), account=str(ada),
                      currency="USD", amount=row_of(wf.engine, refunded).to_amount)
     assert [f.kind for f in compare_with_bank(wf.engine, wf.bank, settle_after=STUCK_AFTER)] == ["refunded_but_paid"]
-    counts = {"completed": 3, "refunded": 1, "needs_attention": 1, "failed": 1, "pending": 1, "debited": 1,
+    counts = {"completed": 4, "refunded": 1, "needs_attention": 1, "failed": 1, "pending": 1, "debited": 1,
               "quoted": 1, "credited": 0, "compensating": 0}
-    return Demo("", counts, stuck, stuck_quoted, parked, refunded, cancelled)
+    return Demo("", counts, stuck, stuck_quoted, parked, refunded, cancelled, recovered)
+
+
+def beats(engine: Engine) -> None:
+    """The worker died ten minutes ago holding a step; a relay and a reconciler beat now."""
+    now = utcnow()
+    rows = [("worker", 4101, now - LONG_AGO, {"in_hand": 1}), ("relay", 4201, now, None),
+            ("reconciler", 4301, now, None)]
+    with engine.begin() as conn:
+        for role, pid, beat_at, holding in rows:
+            conn.execute(insert(process_heartbeats).values(
+                id=f"{role}:fx-host-1:{pid}", role=role, host="fx-host-1", pid=pid, version="0.4.0",
+                started_at=now - timedelta(hours=3), beat_at=beat_at, stopped_at=None, holding=holding))
 
 
 @pytest.fixture
@@ -106,56 +115,14 @@ def demo(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Demo]:
     with bank_server(tmp_path) as bank_url:
         wf = make_workflow(sqlite_engine, bank_url)
         data = seed(wf)
-        app = create_app(settings_for(sqlite_engine, stuck_after_seconds=STUCK_AFTER.total_seconds()))
+        app = create_app(settings_for(sqlite_engine, stuck_after_seconds=STUCK_AFTER.total_seconds(),
+                                      process_dead_after_seconds=DEAD_AFTER.total_seconds()))
         app.extensions["fx.engine"].dispose()
         app.extensions["fx.engine"] = sqlite_engine
         app.extensions["fx.bank"] = wf.bank
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, name="ops-server", daemon=True)
-        thread.start()
-        try:
-            data.url = f"http://127.0.0.1:{server.server_port}"
+        with served(app) as url:
+            data.url = url
             yield data
-        finally:
-            server.shutdown()
-            thread.join()
-
-
-def chromium(tmp_path: Path, *args: str) -> str:
-    profile = tmp_path / f"chromium-{uuid.uuid4().hex[:8]}"
-    command = [
-        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", *args,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_SECONDS, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def dump_dom(tmp_path: Path, url: str) -> str:
-    dom = chromium(tmp_path, "--dump-dom", url)
-    assert "<html" in dom, dom[:500]
-    return dom
-
-
-def screenshot(tmp_path: Path, url: str, name: str) -> Path:
-    shot = tmp_path / name
-    chromium(tmp_path, f"--screenshot={shot}", url)
-    assert_png(shot)
-    DOCS.mkdir(exist_ok=True)
-    kept = DOCS / name
-    shutil.copyfile(shot, kept)
-    return kept
-
-
-def assert_png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    assert data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == WINDOW
-    assert len(data) > MIN_SCREENSHOT_BYTES, f"{path} is only {len(data)} bytes: a blank page?"
 
 
 def section(dom: str, heading: str) -> str:
@@ -183,7 +150,13 @@ def test_the_dashboard_renders_counts_trouble_lists_and_mismatches(demo: Demo, t
     mismatches = section(dom, "Ledger / bank mismatches")
     assert str(demo.refunded) in mismatches and "refunded_but_paid" in mismatches
 
-    assert screenshot(tmp_path, f"{demo.url}/ops/", "dashboard.png").exists()
+    assert 'id="alarm-worker"' in dom and 'id="alarm-relay"' not in dom and 'id="alarm-reconciler"' not in dom
+    processes = section(dom, "Processes")
+    assert "worker" in processes and 'class="status-dead"' in processes and "1 in hand" in processes
+    assert processes.count('class="status-alive"') == 2
+    assert "next retry" in stuck
+
+    assert screenshot(tmp_path, f"{demo.url}/ops/", "dashboard.png", DASHBOARD_WINDOW).exists()
 
 
 def test_the_timeline_page_renders_the_failing_step_and_the_banks_error_first(demo: Demo, tmp_path: Path) -> None:
@@ -203,3 +176,16 @@ def test_the_timeline_page_renders_the_failing_step_and_the_banks_error_first(de
     assert 'name="csrf_token"' in dom  # the recovery forms are there
 
     assert screenshot(tmp_path, url, "timeline.png").exists()
+
+
+def test_an_exchange_that_recovered_shows_its_trouble_as_history_not_as_an_alert(demo: Demo, tmp_path: Path) -> None:
+    url = f"{demo.url}/ops/exchanges/{demo.recovered}"
+    dom = dump_dom(tmp_path, url)
+
+    assert 'class="trouble"' not in dom
+    history = re.search(r'<div class="history">(.*?)</div>', dom, re.S)
+    assert history is not None, "no history box"
+    assert "resolved" in history.group(1) and "bank answered 503" in history.group(1)
+    assert "No action applies to a completed exchange." in dom
+
+    assert screenshot(tmp_path, url, "resolved.png").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import uuid
 from datetime import datetime
 
 from sqlalchemy import Connection, select
@@ -89,3 +90,14 @@ def record_failure(wf: Workflow, d: Delivery, step: Step, error: BaseException) 
                             detail={"traceback": "".join(traceback.format_exception(error, limit=-8))[-4000:]})
     except Exception:
         log.warning("could not record the failure of %s on %s: %s", step.name, d.exchange_id, text, exc_info=True)
+
+
+def note_next_attempt(wf: Workflow, exchange_id: uuid.UUID, step: Step, at: datetime) -> None:
+    """The broker holds `step`'s retry until `at`: kept on the exchange for the operators' pages.
+
+    Best effort: the retry runs whether or not the note is written."""
+    try:
+        with wf.engine.begin() as conn:
+            claims.note_next_attempt(conn, exchange_id, step=step.name, at=at)
+    except Exception:
+        log.warning("could not note the next attempt of %s on %s", step.name, exchange_id, exc_info=True)
