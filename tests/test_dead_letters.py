@@ -34,6 +34,7 @@ from services.workflow import Workflow
 from tests.conftest import REDIS_URL, settings_for, unavailable
 from tests.ops_support import events, exchange_in, make_workflow, row_of
 from tests.support.browser import dump_dom, screenshot, served
+from tests.support.metrics import sample
 from tests.support.outbox_rows import unique_queue
 from tests.support.relay_redis import workflow_redis_url
 from tests.workflow_support import bank_server, run_step
@@ -98,10 +99,6 @@ def poisoned(pg_engine: Engine, tmp_path: Path) -> Iterator[Poisoned]:
             forget_queue(broker_url, queue)
 
 
-def metric(client: FlaskClient, line: str) -> str | None:
-    found = re.search(rf"^{re.escape(line)} (\S+)$", client.get("/metrics").get_data(as_text=True), re.MULTILINE)
-    return None if found is None else found.group(1)
-
 
 def audit(engine: Engine) -> list[tuple[str, str]]:
     with engine.connect() as conn:
@@ -126,10 +123,10 @@ def test_each_dead_letter_shows_its_actor_arguments_attempts_and_error(poisoned:
 
 
 def test_the_broker_view_and_metrics_count_what_the_broker_holds(poisoned: Poisoned) -> None:
-    assert metric(poisoned.ops, "fx_broker_up") == "1.0"
-    assert metric(poisoned.ops, "fx_dead_letters") == "2.0"
-    assert metric(poisoned.ops, f'fx_broker_messages{{kind="dead",queue="{poisoned.queue}"}}') == "2.0"
-    assert metric(poisoned.ops, f'fx_broker_messages{{kind="ready",queue="{poisoned.queue}"}}') == "0.0"
+    assert sample(poisoned.ops, "fx_broker_up") == 1
+    assert sample(poisoned.ops, "fx_dead_letters") == 2
+    assert sample(poisoned.ops, "fx_broker_messages", kind="dead", queue=poisoned.queue) == 2
+    assert sample(poisoned.ops, "fx_broker_messages", kind="ready", queue=poisoned.queue) == 0
 
 
 def test_a_letter_naming_no_exchange_cannot_be_replayed_but_can_be_deleted_and_that_is_audited(
@@ -163,7 +160,7 @@ def test_a_replayed_letter_sends_the_step_again_through_the_outbox_and_the_excha
     assert audit(poisoned.wf.engine) == [("replay_dead_letter", f"message {real.message_id}")]
     run_step(poisoned.wf, message.actor, poisoned.exchange_id)  # the relay and a worker would do this
     assert row_of(poisoned.wf.engine, poisoned.exchange_id).state == "debited"
-    assert metric(poisoned.ops, "fx_dead_letters") == "1.0"
+    assert sample(poisoned.ops, "fx_dead_letters") == 1
 
 
 def test_bulk_delete_of_one_actor_takes_only_that_actors_letters(poisoned: Poisoned) -> None:
@@ -187,8 +184,8 @@ def test_with_the_broker_unreachable_the_page_and_metrics_say_unknown_not_zero(e
     client = app.test_client()
     page = client.get("/ops/").get_data(as_text=True)
     assert 'id="broker-down"' in page and "dead-lettered<b>unknown</b>" in page
-    assert metric(client, "fx_broker_up") == "0.0"
-    assert metric(client, "fx_dead_letters") is None
+    assert sample(client, "fx_broker_up") == 0
+    assert sample(client, "fx_dead_letters") is None
 
 
 def test_a_dead_letter_renders_in_a_browser_with_its_traceback_and_actions(poisoned: Poisoned, tmp_path: Path) -> None:

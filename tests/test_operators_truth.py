@@ -35,6 +35,7 @@ from services.workflow import StepDeferred, Workflow
 from settings import Settings
 from tests.conftest import ApiCustomer
 from tests.ops_support import age, bank_for, events, exchange_in, fail_credit_for_good, row_of
+from tests.support.metrics import metric
 from tests.support.sentry_capture import CollectingTransport
 from tests.workflow_support import drive, run_step
 
@@ -48,14 +49,6 @@ UNREACHABLE_BANK_URL = "http://127.0.0.1:1"
 def account(engine: Engine) -> uuid.UUID:
     return open_account(engine, "Operated Customer", {"CAD": Decimal("1000.00")})
 
-
-def metric(client: FlaskClient, name: str, **labels: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = rf"^{re.escape(name)}{re.escape('{' + selector + '}') if labels else ''} (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    assert found, f"{name}{labels} not in /metrics"
-    return float(found.group(1))
 
 
 # --- the stuck clock --------------------------------------------------------------------------

@@ -6,27 +6,34 @@ reads it (/metrics, the dashboard), the documented fix applied, and the money ch
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import dramatiq
 import pytest
 import redis
+from dramatiq.brokers.redis import RedisBroker
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from app import create_app
+from domain import states as machine
 from harness import invariants
 from harness.designs import TEST_ENV
 from harness.outcome import timeline, wait_settled
+from harness.processes import BIN
 from harness.queues import forget_queue
 from harness.topology import Topology
 from harness.waits import wait_until
+from models import exchanges as exchanges_table
 from services.accounts import open_account
 from services.exchanges import ExchangeRequest, create_exchange
 from tests.conftest import REDIS_URL, settings_for, unavailable
+from tests.support.metrics import metric
 from tests.support.outbox_rows import unique_queue
 from tests.support.relay_redis import workflow_redis_url
 
@@ -71,13 +78,6 @@ def operator(topology: Topology) -> FlaskClient:
     app.extensions["fx.engine"] = topology.engine
     return app.test_client()
 
-
-def metric(client: FlaskClient, name: str, **labels: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
-    selector = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    found = re.search(rf"^{re.escape(name + selector)} (\S+)$", text, re.MULTILINE)
-    assert found, f"{name}{selector} not in /metrics"
-    return float(found.group(1))
 
 
 def exchanges(topo: Topology, count: int) -> list[uuid.UUID]:
@@ -163,3 +163,100 @@ def test_a_flushed_broker_queue_is_made_good_by_the_reconciler_and_the_timeline_
     assert "requeued" in html
     assert relay.describe()
     assert_money_whole(topology)
+
+
+def send_raw(topo: Topology, actor: str, *args: object) -> None:
+    """A message as some old or broken producer would put it on the queue, past our outbox."""
+    broker = RedisBroker(url=topo.broker_url)
+    try:
+        broker.enqueue(dramatiq.Message(queue_name=topo.queue, actor_name=actor, args=args, kwargs={}, options={}))
+    finally:
+        broker.close()
+
+
+def dead_letter_section(client: FlaskClient) -> str:
+    page = client.get("/ops/").get_data(as_text=True)
+    return page[page.index("<h2>Dead-lettered messages</h2>"):] if "<h2>Dead-lettered messages</h2>" in page else ""
+
+
+def test_a_poison_message_is_a_dead_letter_with_its_error_on_the_page_and_deleting_it_clears_the_count(
+        topology: Topology, operator: FlaskClient) -> None:
+    topology.start_bank()
+    topology.start_worker("a", extra={"STEP_MAX_RETRIES": "1", "CREDIT_MAX_ATTEMPTS": "2"})
+    assert metric(operator, "fx_dead_letters") == 0
+
+    send_raw(topology, machine.DEBIT.actor, "not-a-uuid")
+    wait_until(lambda: metric(operator, "fx_dead_letters") == 1, SETTLE_TIMEOUT_SECONDS, "the poison's dead letter")
+    section = dead_letter_section(operator)
+    assert "not-a-uuid" in section and "badly formed hexadecimal UUID string" in section
+    found = re.search(r'href="/ops/dead-letters/([^"]+)"', section)
+    assert found, section
+    detail = operator.get(f"/ops/dead-letters/{found.group(1)}").get_data(as_text=True)
+    assert 'id="traceback"' in detail and machine.DEBIT.actor in detail
+
+    deleted = operator.post(f"/api/ops/dead-letters/{found.group(1)}/delete")
+    assert deleted.status_code == 200, deleted.get_data(as_text=True)
+    assert metric(operator, "fx_dead_letters") == 0 and dead_letter_section(operator) == ""
+    # The worker that met the poison serves on: real exchanges still complete.
+    topology.start_relay_thread()
+    ids = exchanges(topology, 2)
+    assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == {"completed": len(ids)}
+    assert_money_whole(topology)
+
+
+def test_a_bank_answering_200_with_a_body_it_cannot_read_parks_within_the_budget_and_a_retry_settles_it(
+        topology: Topology, operator: FlaskClient) -> None:
+    bank = topology.start_bank()
+    topology.start_worker("a", extra={"CREDIT_MAX_ATTEMPTS": "3"})
+    topology.start_relay_thread()
+    bank.set_faults(garbled=True)  # the bank applies each transfer, then answers 200 with nonsense
+    ids = exchanges(topology, 2)
+
+    assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == {"needs_attention": len(ids)}
+    with topology.engine.connect() as conn:
+        parked = conn.execute(select(exchanges_table.c.attempt, exchanges_table.c.last_error)).all()
+    assert [attempt for attempt, _ in parked] == [3, 3]  # within the budget, not past it
+    assert all("body we cannot read" in error for _, error in parked)
+    page = operator.get("/ops/").get_data(as_text=True)
+    assert all(str(i) in page[page.index("<h2>Needs attention"):page.index("<h2>Failed")] for i in ids)
+    assert metric(operator, "fx_exchanges_stuck", state="debited") == 0  # parked is listed apart
+
+    bank.reset_faults()
+    for exchange_id in ids:  # the documented fix, from the operator API the page's buttons call
+        answer = operator.post(f"/api/ops/exchanges/{exchange_id}/actions/retry")
+        assert answer.status_code == 202, answer.get_data(as_text=True)
+    assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == {"completed": len(ids)}
+    assert len(bank.all_applied()) == len(ids)  # the unreadable answers were applied once, never twice
+    assert_money_whole(topology)
+
+
+def test_reconcile_once_with_the_bank_process_gone_exits_3_saying_unknown_and_0_once_it_is_back(
+        topology: Topology, operator: FlaskClient) -> None:
+    topology.start_bank()
+    topology.start_worker("a")
+    topology.start_relay_thread()
+    ids = exchanges(topology, 2)
+    assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == {"completed": len(ids)}
+    bank = topology.by_role("bank")[0]
+
+    bank.kill()
+    gone = reconcile_once_process(topology)
+    assert gone.returncode == 3, gone.stdout + gone.stderr
+    assert "UNKNOWN" in gone.stdout and "agree" not in gone.stdout
+    page = operator.get("/ops/").get_data(as_text=True)
+    assert '<p class="error" id="bank-check">Ledger and bank could not be compared' in page
+    assert "Mismatches are unknown since" in page
+
+    bank.start()
+    topology.wait_bank()
+    back = reconcile_once_process(topology)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "Ledger and bank last compared" in operator.get("/ops/").get_data(as_text=True)
+    assert metric(operator, "fx_reconciler_last_bank_compare_timestamp_seconds") > 0
+    assert_money_whole(topology)
+
+
+def reconcile_once_process(topo: Topology) -> subprocess.CompletedProcess[str]:
+    """`flask --app app reconcile once`, as an operator types it."""
+    return subprocess.run((str(BIN / "flask"), "--app", "app", "reconcile", "once"), env=topo.env("reconcile-once"),
+                          capture_output=True, text=True, timeout=SETTLE_TIMEOUT_SECONDS, check=False)
