@@ -42,8 +42,14 @@ def make_workflow(engine: Engine, bank_url: str, **config: Any) -> Workflow:
     )
 
 
+def stepwise(wf: Workflow) -> Workflow:
+    """`wf` with one message per step, so every state on the way can be stopped in and looked at."""
+    return dataclasses.replace(wf, config=dataclasses.replace(wf.config, fuse_local_steps=False))
+
+
 def exchange_in(wf: Workflow, account: uuid.UUID, state: str, amount: str = "100.00") -> uuid.UUID:
-    """A new CAD -> USD exchange brought to `state` by its own steps."""
+    """A new CAD -> USD exchange brought to `state` by its own steps (one message per step)."""
+    wf = stepwise(wf)
     exchange_id = accept(wf.engine, account, amount)
     if state == "failed":
         # No USD rate: the quote fails and releases the hold.

@@ -96,4 +96,4 @@ def test_the_next_retry_time_goes_once_the_retry_runs(retrying: Retrying) -> Non
     retrying.wf.bank.reset_faults()
     run_step(retrying.wf, machine.CREDIT.actor, retrying.exchange_id)  # the retry, delivered early
     row = row_of(retrying.wf.engine, retrying.exchange_id)
-    assert (row.state, row.next_attempt_at) == ("credited", None)
+    assert (row.state, row.next_attempt_at) == ("completed", None)  # the credit commits with complete

@@ -378,5 +378,5 @@ def test_an_operators_retry_supersedes_the_pending_broker_retry_so_its_budget_is
     # The operator's message (epoch 1) runs with a budget of its own: attempt 1 of it, and it pays.
     actors[machine.CREDIT.actor].fn(str(exchange_id), 1)
     row = row_of(wf.engine, exchange_id)
-    assert (row.state, row.attempt) == ("credited", 1)
+    assert (row.state, row.attempt) == ("completed", 1)  # the credit commits with complete and the receipt
     assert len(wf.bank.all_applied()) == 1

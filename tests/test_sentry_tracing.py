@@ -25,6 +25,7 @@ from sqlalchemy import Engine, func, select
 
 import bootstrap
 from bank.client import BankClient
+from domain import states as machine
 from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
 from domain.states import TERMINAL_STATES
 from infra import observability
@@ -41,7 +42,8 @@ QUEUE = "exchanges"
 #: Generous bounds on waiting for the worker thread, so a hang fails instead of blocking.
 JOIN_TIMEOUT_MS = 30_000
 WAIT_SECONDS = 30
-STEP_ACTORS = ["quote_exchange", "debit_exchange", "credit_exchange", "complete_exchange", "send_receipt"]
+#: The happy path's messages: the debit runs in the quote's transaction, complete and the receipt in the credit's.
+STEP_ACTORS = [machine.QUOTE.actor, machine.CREDIT.actor]
 
 
 def trace_of(event: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def test_the_worker_continues_the_web_requests_trace(sentry: CollectingTransport
     assert trace_of(quote)["parent_span_id"] == trace_of(publish)["span_id"]
     assert quote["tags"]["exchange_id"] == str(exchange_id)
     assert quote["tags"]["step"] == "quote_exchange"
-    assert state_of(system.engine, exchange_id) == "quoted"
+    assert state_of(system.engine, exchange_id) == "debited"  # the debit ran in the quote's transaction
 
 
 def test_every_step_of_an_exchange_stays_in_the_web_requests_trace(

@@ -19,6 +19,7 @@ from models.base import utcnow
 from services.accounts import open_account
 from services.claims import claim
 from services.workflow import StepDeferred, StepResult, Workflow, WorkflowConfig
+from tests.ops_support import stepwise
 from tests.workflow_support import accept, drive, run_step, state_of
 
 
@@ -74,23 +75,37 @@ def test_an_exchange_completes_with_one_debit_one_credit_and_a_receipt(wf: Workf
     assert_invariants(wf)
 
 
-def test_every_step_delivered_twice_moves_money_once(wf: Workflow, account: uuid.UUID) -> None:
+#: The messages of a happy exchange: with local steps fused, the debit runs in the quote's
+#: transaction and complete and the receipt in the credit's; stepwise, one message per step.
+MESSAGES = {
+    True: (machine.QUOTE.actor, machine.CREDIT.actor),
+    False: (machine.QUOTE.actor, machine.DEBIT.actor, machine.CREDIT.actor, machine.COMPLETE.actor,
+            machine.RECEIPT.actor),
+}
+ALL_STEPS = MESSAGES[False]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "stepwise"])
+def test_every_message_delivered_twice_moves_money_once(wf: Workflow, account: uuid.UUID, fused: bool) -> None:
+    wf = wf if fused else stepwise(wf)
     exchange_id = accept(wf.engine, account, "250.00")
-    for actor in (machine.QUOTE.actor, machine.DEBIT.actor, machine.CREDIT.actor,
-                  machine.COMPLETE.actor, machine.RECEIPT.actor):
+    for actor in MESSAGES[fused]:
         assert run_step(wf, actor, exchange_id) is StepResult.ADVANCED
         assert run_step(wf, actor, exchange_id) is StepResult.SKIPPED
     assert state_of(wf.engine, exchange_id) == "completed"
+    # A stray message of any step (a re-send, a replayed dead letter) is acknowledged with no effect.
+    assert [run_step(wf, actor, exchange_id) for actor in ALL_STEPS] == [StepResult.SKIPPED] * len(ALL_STEPS)
     assert len(wf.bank.all_applied()) == 1
     assert_invariants(wf)
 
 
-def test_a_step_delivered_to_two_workers_at_once_runs_once(pg_engine: Engine, bank_url: str) -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "stepwise"])
+def test_a_step_delivered_to_two_workers_at_once_runs_once(pg_engine: Engine, bank_url: str, fused: bool) -> None:
     bank = BankClient(bank_url, connect_timeout=2.0, read_timeout=5.0)
-    wf = Workflow(pg_engine, bank, TableRateProvider(DEFAULT_USD_VALUES))
+    wf = Workflow(pg_engine, bank, TableRateProvider(DEFAULT_USD_VALUES), WorkflowConfig(fuse_local_steps=fused))
     account = open_account(pg_engine, "Racer", {"CAD": Decimal("1000.00")})
     exchange_id = accept(pg_engine, account, "10.00")
-    for actor in (machine.QUOTE.actor, machine.DEBIT.actor, machine.CREDIT.actor):
+    for actor in MESSAGES[fused][:3]:  # up to and through the credit
         barrier = threading.Barrier(4)
         results: list[object] = []
 
@@ -181,6 +196,7 @@ def test_an_unknown_outcome_with_the_bank_unreachable_parks_the_exchange(wf: Wor
 
 
 def test_a_worker_whose_claim_was_taken_over_cannot_write(wf: Workflow, account: uuid.UUID) -> None:
+    wf = stepwise(wf)
     exchange_id = accept(wf.engine, account, "60.00")
     run_step(wf, machine.QUOTE.actor, exchange_id)
     run_step(wf, machine.DEBIT.actor, exchange_id)
@@ -238,6 +254,7 @@ def test_a_pair_without_a_rate_fails_and_releases_the_hold(engine: Engine, bank_
 
 
 def test_an_expired_quote_is_priced_again_at_the_debit(wf: Workflow, account: uuid.UUID) -> None:
+    wf = stepwise(wf)  # a debit message delivered long after its quote's
     exchange_id = accept(wf.engine, account, "100.00")
     run_step(wf, machine.QUOTE.actor, exchange_id)
     with wf.engine.begin() as conn:

@@ -61,7 +61,8 @@ RELAY_BATCH_FAILED = "relay batch failed (database:"
 CONNECTION_ENDED = ("terminating connection due to idle-in-transaction timeout",
                     "server closed the connection unexpectedly")
 #: What Dramatiq logs when a step raises, and when its Retries middleware sends it again.
-DEBIT_FAILED = f"Failed to process message {machine.DEBIT.actor}("
+#: The debit runs in the quote message's transaction: that message is the one that fails and is retried.
+DEBIT_FAILED = f"Failed to process message {machine.QUOTE.actor}("
 RETRYING = "Retrying message"
 
 
@@ -159,28 +160,28 @@ def test_a_worker_frozen_inside_the_debit_transaction_is_cut_off_and_the_debit_p
     exchange_id = start_exchange(topo, account)
 
     scene.frozen.wait_stopped(zombie_pid, STOP_TIMEOUT_SECONDS, scene.describe)
-    # Its debit is written but not committed: nobody sees it...
-    assert exchange_row(topo.engine, exchange_id).state == "quoted"
+    # Its quote and debit (one transaction) are written but not committed: nobody sees them...
+    assert exchange_row(topo.engine, exchange_id).state == "pending"
     assert exchange_id not in postings_by_exchange(topo.engine)
     # ...and PostgreSQL ends the frozen transaction, freeing the exchange's and the balance's rows.
     wait_until(lambda: not in_transaction(topo.engine, ZOMBIE_APP_NAME), WAKE_TIMEOUT_SECONDS,
                what=lambda: f"PostgreSQL to abort the frozen transaction: {backends(topo.engine, ZOMBIE_APP_NAME)}")
 
-    # The debit message comes back to the rescuer by Dramatiq's redelivery (heartbeat 5 s,
-    # maintenance on every command: FAST_WORKFLOW_ENV), as in the credit test above.
+    # The quote message (the debit runs in its transaction) comes back to the rescuer by Dramatiq's
+    # redelivery (heartbeat 5 s, maintenance on every command: FAST_WORKFLOW_ENV), as in the credit test.
     rescuer = topo.start_worker("rescuer", verbose=True, extra=SHORT_IDLE_IN_TRANSACTION)
     assert wait_settled(topo, SETTLE_TIMEOUT_SECONDS) == Counter({"completed": 1})
     settled = money_snapshot(topo.engine, bank)
 
     scene.frozen.resume(zombie_pid)
     # Its commit fails on the connection PostgreSQL ended; Dramatiq retries the message,
-    # and the retry finds the debit done and acknowledges it.
-    wait_until(lambda: step_deliveries(zombie, rescuer)[(machine.DEBIT.actor, str(exchange_id), "skipped")] == 1,
+    # and the retry finds the quote and debit done and acknowledges it.
+    wait_until(lambda: step_deliveries(zombie, rescuer)[(machine.QUOTE.actor, str(exchange_id), "skipped")] == 1,
                WAKE_TIMEOUT_SECONDS, what=lambda: f"the retried debit to be skipped: {scene.describe()}")
     assert DEBIT_FAILED in zombie.output() and RETRYING in zombie.output(), zombie.describe()
     assert cut_off(zombie), zombie.describe()
     debits = Counter(result for (actor, ident, result) in step_deliveries(zombie, rescuer).elements()
-                     if actor == machine.DEBIT.actor and ident == str(exchange_id))
+                     if actor == machine.QUOTE.actor and ident == str(exchange_id))
     assert debits == Counter({"advanced": 1, "skipped": 1}), debits
 
     assert money_snapshot(topo.engine, bank) == settled
@@ -214,9 +215,9 @@ def test_a_relay_frozen_before_its_commit_is_cut_off_and_its_republished_batch_m
     zombie = topo.start_relay("zombie", failpoints="relay.after_publish=stop", extra=SHORT_IDLE_IN_TRANSACTION)
     app_name = application_name(zombie)
     scene.frozen.wait_stopped(zombie.pid, STOP_TIMEOUT_SECONDS, scene.describe)
-    # Its batch (every quote message) reached Redis and the workers quote from it, but the
-    # batch was never marked published.
-    wait_until(lambda: exchange_states(topo.engine) == Counter({"quoted": len(ids)}), SETTLE_TIMEOUT_SECONDS,
+    # Its batch (every quote message) reached Redis and the workers quote (and debit, in the same
+    # transaction) from it, but the batch was never marked published.
+    wait_until(lambda: exchange_states(topo.engine) == Counter({"debited": len(ids)}), SETTLE_TIMEOUT_SECONDS,
                what=lambda: f"the workers to quote from the frozen relay's batch: {exchange_states(topo.engine)}")
     assert unpublished_quotes(topo.engine) == len(ids)
     # PostgreSQL ends the frozen transaction, so the batch's rows are free to claim again.
@@ -227,7 +228,7 @@ def test_a_relay_frozen_before_its_commit_is_cut_off_and_its_republished_batch_m
     topo.start_relay_thread()  # republishes the batch, then relays every later step
     assert wait_settled(topo, SETTLE_TIMEOUT_SECONDS) == Counter({"completed": len(ids)})
 
-    # Both copies of each quote message were processed: one quoted, the other found it quoted.
+    # Both copies of each quote message were processed: one quoted and debited, the other found it done.
     def quote_deliveries() -> dict[str, Counter[str]]:
         found: dict[str, Counter[str]] = {str(i): Counter() for i in ids}
         for (actor, ident, result), n in step_deliveries(*workers).items():

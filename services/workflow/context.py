@@ -28,6 +28,8 @@ class WorkflowConfig:
     quote_ttl: timedelta = timedelta(seconds=Settings.quote_ttl_seconds)
     #: Bank calls of the credit step before its final-failure path runs.
     credit_max_attempts: int = Settings.credit_max_attempts
+    #: Run a local step in its predecessor's transaction instead of behind a message (fewer hops).
+    fuse_local_steps: bool = True
     #: Per-step (by step name) replacements of the rescue policies in domain/states.py.
     rescue_overrides: dict[str, RescuePolicy] = field(default_factory=dict)
 

@@ -20,7 +20,8 @@ from outbox.failpoints import failpoint
 from services import claims, ledger, timeline
 from services.claims import Claim, LostClaim
 from services.workflow.context import Delivery, StepDeferred, StepResult, Transition, Workflow
-from services.workflow.runner import claim_or_defer, commit_transition, record_lost
+from services.workflow.local_steps import commit_transition
+from services.workflow.runner import claim_or_defer, record_lost
 
 S = ExchangeState
 

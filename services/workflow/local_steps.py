@@ -1,8 +1,18 @@
-"""The steps with no external call: each claims, works and advances in one transaction."""
+"""The steps with no external call, and how a step's decision is committed.
+
+Each local step claims, works and advances in one transaction. When a step's next step is
+local too, it runs in that same transaction instead of behind a message: quote and debit
+commit together, and the credit's result commits with complete and the receipt. Each keeps
+its own claim (fencing token), its own transition check and its own timeline entry; only
+the hop through outbox, relay and broker is gone, because nothing external separates them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,14 +22,16 @@ from domain import ledger as postings
 from domain import states as machine
 from domain.fx import NoRate, make_quote
 from domain.money import quantize
-from domain.states import TERMINAL_STATES, ExchangeState
+from domain.states import TERMINAL_STATES, ExchangeState, Step, step_payload
+from infra.observability import current_trace_headers
 from models import exchanges
 from models.base import utcnow
 from outbox.failpoints import failpoint
-from services import ledger, timeline
+from outbox.writer import enqueue
+from services import claims, ledger, timeline
 from services.claims import Claim
-from services.workflow.context import Delivery, StepResult, Transition, Workflow
-from services.workflow.runner import run_local_step
+from services.workflow.context import Delivery, StepBody, StepResult, Transition, Workflow
+from services.workflow.runner import claim_or_defer
 
 log = logging.getLogger("workflow")
 
@@ -37,7 +49,7 @@ def _no_rate(conn: Connection, c: Claim, now: datetime, error: NoRate, **detail:
     return Transition(S.FAILED, "failed", machine.RECEIPT, error=str(error), detail=detail or None)
 
 
-def quote(wf: Workflow, d: Delivery) -> StepResult:
+def _quote(wf: Workflow) -> StepBody:
     def body(conn: Connection, c: Claim, now: datetime) -> Transition:
         try:
             values = _priced(wf, c, now)
@@ -46,10 +58,10 @@ def quote(wf: Workflow, d: Delivery) -> StepResult:
         return Transition(S.QUOTED, next_step=machine.DEBIT, values=values,
                           detail={"rate": str(values["rate"]), "to_amount": str(values["to_amount"])})
 
-    return run_local_step(wf, d, machine.QUOTE, body)
+    return body
 
 
-def debit(wf: Workflow, d: Delivery) -> StepResult:
+def _debit(wf: Workflow) -> StepBody:
     def body(conn: Connection, c: Claim, now: datetime) -> Transition:
         values: dict[str, Any] = {}
         detail: dict[str, Any] = {"debited": str(c.amount), "currency": c.from_currency}
@@ -67,15 +79,14 @@ def debit(wf: Workflow, d: Delivery) -> StepResult:
         failpoint("step.debit.before_commit")
         return Transition(S.DEBITED, next_step=machine.CREDIT, values=values, detail=detail)
 
-    return run_local_step(wf, d, machine.DEBIT, body)
+    return body
 
 
-def complete(wf: Workflow, d: Delivery) -> StepResult:
-    return run_local_step(wf, d, machine.COMPLETE,
-                          lambda conn, c, now: Transition(S.COMPLETED, next_step=machine.RECEIPT))
+def _complete(wf: Workflow) -> StepBody:
+    return lambda conn, c, now: Transition(S.COMPLETED, next_step=machine.RECEIPT)
 
 
-def compensate(wf: Workflow, d: Delivery) -> StepResult:
+def _compensate(wf: Workflow) -> StepBody:
     def body(conn: Connection, c: Claim, now: datetime) -> Transition:
         ledger.add_available(conn, c.account_id, c.from_currency, c.amount, now)
         ledger.post(conn, postings.refund(c.account_id, postings.HOUSE_ACCOUNT_ID, c.from_currency, c.amount),
@@ -83,7 +94,7 @@ def compensate(wf: Workflow, d: Delivery) -> StepResult:
         return Transition(S.REFUNDED, "compensated", machine.RECEIPT, keeps_last_error=True,
                           detail={"refunded": str(c.amount), "currency": c.from_currency})
 
-    return run_local_step(wf, d, machine.COMPENSATE, body)
+    return body
 
 
 #: Built once: the receipt's compare-and-set on `receipt_sent_at`.
@@ -97,17 +108,90 @@ _MARK_RECEIPT_SENT = (
 
 def send_receipt(wf: Workflow, d: Delivery) -> StepResult:
     """Tell the customer how the exchange ended; once, however often the message comes."""
+    with wf.engine.begin() as conn:
+        text = _receipt(conn, d, utcnow())
+    if text is None:
+        return StepResult.SKIPPED
+    log.info("receipt for exchange %s: %s", d.exchange_id, text)
+    return StepResult.ADVANCED
+
+
+def _receipt(conn: Connection, d: Delivery, now: datetime) -> str | None:
+    row = conn.execute(_MARK_RECEIPT_SENT.where(exchanges.c.id == d.exchange_id).values(receipt_sent_at=now)).first()
+    if row is None:
+        return None
+    text = f"exchange {d.exchange_id} {row.state}: {quantize(row.amount, row.from_currency)} {row.from_currency}"
+    if row.state == S.COMPLETED:
+        text += f" -> {quantize(row.to_amount, row.to_currency)} {row.to_currency}"
+    timeline.record(conn, d.exchange_id, step=machine.RECEIPT.name, outcome="sent", state=row.state, attempt=1,
+                    worker=d.worker, message_id=d.message_id, detail={"text": text}, now=now)
+    return text
+
+
+#: The local steps' bodies: what runs behind a message, or in the previous step's transaction.
+_BODIES: dict[Step, Callable[[Workflow], StepBody]] = {
+    machine.QUOTE: _quote, machine.DEBIT: _debit, machine.COMPLETE: _complete, machine.COMPENSATE: _compensate,
+}
+#: The steps that can follow another in its transaction (no external call between them).
+LOCAL_STEPS = frozenset({*_BODIES, machine.RECEIPT})
+
+
+def run_local_step(wf: Workflow, d: Delivery, step: Step) -> StepResult:
+    """A step with no external call: claim, work and advance in one transaction (one commit)."""
+    started = time.monotonic()
     now = utcnow()
     with wf.engine.begin() as conn:
-        row = conn.execute(
-            _MARK_RECEIPT_SENT.where(exchanges.c.id == d.exchange_id).values(receipt_sent_at=now)
-        ).first()
-        if row is None:
+        held = claim_or_defer(wf, conn, d, step, now)
+        if held is None:
             return StepResult.SKIPPED
-        text = f"exchange {d.exchange_id} {row.state}: {quantize(row.amount, row.from_currency)} {row.from_currency}"
-        if row.state == S.COMPLETED:
-            text += f" -> {quantize(row.to_amount, row.to_currency)} {row.to_currency}"
-        timeline.record(conn, d.exchange_id, step=machine.RECEIPT.name, outcome="sent", state=row.state, attempt=1,
-                        worker=d.worker, message_id=d.message_id, detail={"text": text}, now=now)
-    log.info("receipt to account %s: %s", row.account_id, text)
+        commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)
     return StepResult.ADVANCED
+
+
+def quote(wf: Workflow, d: Delivery) -> StepResult:
+    return run_local_step(wf, d, machine.QUOTE)
+
+
+def debit(wf: Workflow, d: Delivery) -> StepResult:
+    return run_local_step(wf, d, machine.DEBIT)
+
+
+def complete(wf: Workflow, d: Delivery) -> StepResult:
+    return run_local_step(wf, d, machine.COMPLETE)
+
+
+def compensate(wf: Workflow, d: Delivery) -> StepResult:
+    return run_local_step(wf, d, machine.COMPENSATE)
+
+
+def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, t: Transition,
+                      now: datetime, started: float) -> None:
+    """Advance (fenced by the claim) and record the timeline entry; then the next step runs here
+    when it is local, or its message is enqueued in this transaction when it is not."""
+    error = {} if t.keeps_last_error and t.error is None else {"last_error": t.error}
+    epoch = claims.advance(conn, held, t.target, now=now, **error, **t.values)
+    detail = dict(t.detail or {})
+    inline = t.next_step is not None and wf.config.fuse_local_steps and t.next_step in LOCAL_STEPS
+    if t.next_step is not None and not inline:
+        # The next step continues this step's trace, so one trace follows the exchange.
+        next_id = enqueue(conn, actor=t.next_step.actor, payload=step_payload(d.exchange_id, epoch),
+                          queue=wf.config.queue, trace_headers=current_trace_headers(), now=now)
+        detail["next_message_id"] = str(next_id)
+    timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
+                    worker=d.worker, message_id=d.message_id, error=t.error, detail=detail or None,
+                    duration_ms=int((time.monotonic() - started) * 1000), now=now)
+    if inline:
+        assert t.next_step is not None
+        _run_inline(wf, conn, dataclasses.replace(d, epoch=epoch), t.next_step, now)
+
+
+def _run_inline(wf: Workflow, conn: Connection, d: Delivery, step: Step, now: datetime) -> None:
+    """`step` in the caller's transaction, which has just moved the exchange into its state."""
+    if step is machine.RECEIPT:
+        _receipt(conn, d, now)
+        return
+    started = time.monotonic()
+    held = claim_or_defer(wf, conn, d, step, now)
+    # This transaction holds the row and has just released its claim: nothing else can own it.
+    assert held is not None, f"{step.name} could not claim {d.exchange_id} in its predecessor's transaction"
+    commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)

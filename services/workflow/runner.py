@@ -1,23 +1,19 @@
-"""The step pattern, written once: claim (or defer), decide, and commit the decision fenced."""
+"""What every step shares: claim (or defer), and what is written when a step loses its claim or fails."""
 
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 import uuid
 from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from domain.states import ExchangeState, Step, step_payload
-from infra.observability import current_trace_headers
+from domain.states import ExchangeState, Step
 from models import exchanges
-from models.base import utcnow
-from outbox.writer import enqueue
 from services import claims, timeline
 from services.claims import Busy, Claim, LostClaim
-from services.workflow.context import Delivery, StepBody, StepDeferred, StepResult, Transition, Workflow
+from services.workflow.context import Delivery, StepDeferred, StepResult, Workflow
 
 log = logging.getLogger("workflow")
 
@@ -35,22 +31,6 @@ def claim_or_defer(wf: Workflow, conn: Connection, d: Delivery, step: Step, now:
     return held
 
 
-def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, t: Transition,
-                      now: datetime, started: float) -> None:
-    """Advance (fenced by the claim), enqueue the next step's message and record the timeline entry."""
-    error = {} if t.keeps_last_error and t.error is None else {"last_error": t.error}
-    epoch = claims.advance(conn, held, t.target, now=now, **error, **t.values)
-    detail = dict(t.detail or {})
-    if t.next_step is not None:
-        # The next step continues this step's trace, so one trace follows the exchange.
-        next_id = enqueue(conn, actor=t.next_step.actor, payload=step_payload(d.exchange_id, epoch),
-                          queue=wf.config.queue, trace_headers=current_trace_headers(), now=now)
-        detail["next_message_id"] = str(next_id)
-    timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
-                    worker=d.worker, message_id=d.message_id, error=t.error, detail=detail or None,
-                    duration_ms=int((time.monotonic() - started) * 1000), now=now)
-
-
 def record_lost(wf: Workflow, d: Delivery, held: Claim, error: LostClaim) -> StepResult:
     log.warning("lost claim on %s (%s): writes rolled back", d.exchange_id, error)
     with wf.engine.begin() as conn:
@@ -59,18 +39,6 @@ def record_lost(wf: Workflow, d: Delivery, held: Claim, error: LostClaim) -> Ste
                         attempt=held.attempt, worker=d.worker, message_id=d.message_id,
                         error=f"claim token {held.token} was superseded; this worker's result was discarded")
     return StepResult.LOST_CLAIM
-
-
-def run_local_step(wf: Workflow, d: Delivery, step: Step, body: StepBody) -> StepResult:
-    """A step with no external call: claim, work and advance in one transaction (one commit)."""
-    started = time.monotonic()
-    now = utcnow()
-    with wf.engine.begin() as conn:
-        held = claim_or_defer(wf, conn, d, step, now)
-        if held is None:
-            return StepResult.SKIPPED
-        commit_transition(wf, conn, d, held, body(conn, held, now), now, started)
-    return StepResult.ADVANCED
 
 
 def record_failure(wf: Workflow, d: Delivery, step: Step, error: BaseException) -> None:

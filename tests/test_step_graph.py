@@ -1,0 +1,143 @@
+"""The step graph an exchange travels: a message hop only where an external call separates work.
+
+Accept writes the quote's message. The quote and the debit commit together; the credit's bank
+call stands alone, and its result commits with complete and the receipt. So a happy exchange
+is two messages and, in the worker, three transactions; each step keeps its own claim, its
+own transition check and its own timeline entry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import Engine, event, func, select, update
+
+from domain import states as machine
+from harness import invariants
+from models import exchange_events, ledger_entries, outbox_messages
+from outbox import failpoints
+from services.workflow import STEPS, Delivery, StepResult, Workflow
+from tests.ops_support import stepwise
+from tests.workflow_support import accept, state_of
+
+#: What the design says a happy exchange costs: its messages, and the worker's transactions
+#: (the quote+debit; the credit's claim before the bank call; its result with complete and receipt).
+HOPS_PER_EXCHANGE = 2
+WORKER_TRANSACTIONS_PER_EXCHANGE = 3
+
+
+@contextmanager
+def counted_commits(engine: Engine) -> Iterator[list[int]]:
+    commits = [0]
+
+    def on_commit(conn: object) -> None:
+        commits[0] += 1
+
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield commits
+    finally:
+        event.remove(engine, "commit", on_commit)
+
+
+def deliver_outbox(wf: Workflow, *, twice: bool = False, commits: list[int] | None = None) -> list[str]:
+    """Deliver every unpublished outbox message (and what it leads to), oldest first, as a worker
+    would; `twice` delivers each message a second time. Returns the actors delivered; `commits`
+    gets the transactions the steps committed."""
+    delivered = []
+    while True:
+        with wf.engine.begin() as conn:
+            row = conn.execute(select(outbox_messages).where(outbox_messages.c.published_at.is_(None))
+                               .order_by(outbox_messages.c.created_at, outbox_messages.c.id).limit(1)).first()
+            if row is None:
+                return delivered
+            conn.execute(update(outbox_messages).where(outbox_messages.c.id == row.id)
+                         .values(published_at=func.now()))
+        delivery = Delivery(uuid.UUID(row.payload["exchange_id"]), "graph-worker", row.id,
+                            epoch=row.payload.get("epoch", 0))
+        with counted_commits(wf.engine) as counted:
+            for _ in range(2 if twice else 1):
+                STEPS[row.actor](wf, delivery)
+        if commits is not None:
+            commits[0] += counted[0]
+        delivered.append(row.actor)
+
+
+def test_a_happy_exchange_is_two_messages_and_three_worker_transactions(
+        wf: Workflow, funded_account: uuid.UUID) -> None:
+    exchange_id = accept(wf.engine, funded_account, "100.00")
+    commits = [0]
+    delivered = deliver_outbox(wf, commits=commits)
+    assert delivered == [machine.QUOTE.actor, machine.CREDIT.actor]
+    assert len(delivered) == HOPS_PER_EXCHANGE
+    assert commits[0] == WORKER_TRANSACTIONS_PER_EXCHANGE
+    assert state_of(wf.engine, exchange_id) == "completed"
+    with wf.engine.connect() as conn:
+        steps = conn.execute(select(exchange_events.c.step, exchange_events.c.outcome)
+                             .where(exchange_events.c.exchange_id == exchange_id).order_by(exchange_events.c.id)).all()
+    assert [tuple(s) for s in steps] == [("accept", "accepted"), ("quote", "succeeded"), ("debit", "succeeded"),
+                                         ("credit", "succeeded"), ("complete", "succeeded"), ("receipt", "sent")]
+    assert invariants.check(wf.engine, bank=wf.bank, settled=True).ok
+
+
+def test_stepwise_the_same_exchange_is_five_messages(wf: Workflow, funded_account: uuid.UUID) -> None:
+    accept(wf.engine, funded_account, "100.00")
+    assert len(deliver_outbox(stepwise(wf))) == 5  # what fusing saves, on the same code
+
+
+def test_each_message_delivered_twice_moves_money_once(wf: Workflow, funded_account: uuid.UUID) -> None:
+    exchange_id = accept(wf.engine, funded_account, "80.00")
+    assert deliver_outbox(wf, twice=True) == [machine.QUOTE.actor, machine.CREDIT.actor]
+    assert state_of(wf.engine, exchange_id) == "completed"
+    assert len(wf.bank.all_applied()) == 1
+    assert invariants.check(wf.engine, bank=wf.bank, settled=True).ok
+
+
+def test_a_crash_inside_the_fused_debit_rolls_the_quote_back_with_it_and_the_retry_completes(
+        wf: Workflow, funded_account: uuid.UUID) -> None:
+    exchange_id = accept(wf.engine, funded_account, "120.00")
+    failpoints.load("step.debit.before_commit=raise")
+    try:
+        with pytest.raises(failpoints.InjectedFault):
+            STEPS[machine.QUOTE.actor](wf, Delivery(exchange_id, "doomed", uuid.uuid4()))
+    finally:
+        failpoints.load("")
+    # Nothing half-done: still pending, no posting, no timeline entry of the steps, no next message.
+    assert state_of(wf.engine, exchange_id) == "pending"
+    with wf.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_entries)
+                            .where(ledger_entries.c.exchange_id == exchange_id)).scalar_one() == 0
+        steps = conn.execute(select(exchange_events.c.step).where(exchange_events.c.exchange_id == exchange_id)).all()
+    assert [s for (s,) in steps] == ["accept"]
+
+    assert deliver_outbox(wf) == [machine.QUOTE.actor, machine.CREDIT.actor]  # the broker's retry of it
+    assert state_of(wf.engine, exchange_id) == "completed"
+    assert invariants.check(wf.engine, bank=wf.bank, settled=True).ok
+
+
+def test_a_failed_quote_and_a_refund_take_their_receipt_in_the_same_transaction(
+        wf: Workflow, funded_account: uuid.UUID) -> None:
+    wf.bank.set_faults(down=True)
+    try:
+        exchange_id = accept(wf.engine, funded_account, "300.00")
+        for _ in range(wf.config.credit_max_attempts + 1):
+            try:
+                deliver_outbox(wf)
+            except Exception:  # the credit's deferrals: the broker would retry the same message
+                with wf.engine.begin() as conn:
+                    conn.execute(update(outbox_messages).where(outbox_messages.c.actor == machine.CREDIT.actor)
+                                 .values(published_at=None))
+    finally:
+        wf.bank.reset_faults()
+    assert state_of(wf.engine, exchange_id) == "refunded"
+    with wf.engine.connect() as conn:
+        actors = {a for (a,) in conn.execute(select(outbox_messages.c.actor))}
+        sent = conn.execute(select(func.count()).select_from(exchange_events).where(
+            exchange_events.c.exchange_id == exchange_id, exchange_events.c.step == "receipt")).scalar_one()
+    assert actors == {machine.QUOTE.actor, machine.CREDIT.actor}  # compensate and receipt had no message
+    assert sent == 1
+    assert STEPS[machine.RECEIPT.actor](wf, Delivery(exchange_id, "late", uuid.uuid4())) is StepResult.SKIPPED
+    assert invariants.check(wf.engine, bank=wf.bank, settled=True).ok
