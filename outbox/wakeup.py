@@ -8,9 +8,9 @@ import threading
 from typing import Protocol
 
 import psycopg
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 
-from outbox.writer import NOTIFY_CHANNEL
+from outbox.writer import NOTIFY_CHANNEL, WROTE_OUTBOX
 
 log = logging.getLogger("outbox.wakeup")
 
@@ -32,17 +32,24 @@ class Waiter(Protocol):
 class PollWaiter:
     """No notifications (SQLite): sleep the poll interval, interruptibly.
 
-    Given the engine of its own process (the embedded mode), every commit on it wakes
-    the relay at once, as NOTIFY does on PostgreSQL.
+    Given the engine of its own process (the embedded mode), a commit on it that wrote an
+    outbox message wakes the relay at once, as NOTIFY does on PostgreSQL. Other commits (the
+    relay's own batches, heartbeats) do not: an idle system sleeps.
     """
 
     def __init__(self, engine: Engine | None = None) -> None:
         self._event = threading.Event()
         if engine is not None:
             event.listen(engine, "commit", self._on_commit)
+            event.listen(engine, "rollback", self._on_rollback)
 
-    def _on_commit(self, _connection: object) -> None:
-        self._event.set()
+    def _on_commit(self, connection: Connection) -> None:
+        if connection.info.pop(WROTE_OUTBOX, False):
+            self._event.set()
+
+    @staticmethod
+    def _on_rollback(connection: Connection) -> None:
+        connection.info.pop(WROTE_OUTBOX, None)  # those messages were never written
 
     def wait(self, timeout_seconds: float) -> bool:
         woken = self._event.wait(timeout_seconds)

@@ -19,6 +19,9 @@ from models.base import utcnow
 NOTIFY_CHANNEL = "outbox_messages"
 
 _INSERT = insert(outbox_messages)
+#: Set on the connection by `enqueue`, read at commit by the embedded relay's waiter: only a
+#: commit that wrote a message wakes it (its own empty batches and heartbeats must not).
+WROTE_OUTBOX = "fx.outbox_written"
 
 
 def enqueue(
@@ -35,6 +38,7 @@ def enqueue(
     """Add a message to the outbox in `conn`'s transaction; it is published only if that commits."""
     message_id = message_id or uuid.uuid4()
     now = now or utcnow()
+    conn.info[WROTE_OUTBOX] = True
     conn.execute(
         _INSERT,
         {

@@ -1,0 +1,96 @@
+"""An idle system sleeps: a relay with nothing to publish runs a bounded number of statements
+per poll interval, whatever else commits on its engine (heartbeats, its own empty batches).
+
+The bound is measured, not guessed: the statements of one empty batch and of one housekeeping
+pass, times the intervals the window spans. A relay that woke itself would run thousands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from sqlalchemy import Engine, event, text
+
+from infra.database import is_postgres
+from ops.processes import Heartbeat, ProcessRole
+from outbox import writer
+from outbox.publisher import BrokerPublisher
+from outbox.relay import Relay, RelayConfig
+from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
+
+POLL_SECONDS = 0.1
+INTERVALS = 10
+#: Short enough to notice at once whether a commit woke the waiter.
+SHORT_WAIT_SECONDS = 0.2
+RELAY_THREAD = "idle-relay"
+
+
+@contextmanager
+def statements(engine: Engine, thread_name: str | None = None) -> Iterator[list[int]]:
+    """Count the statements run on `engine` (by the thread named `thread_name`, if given)."""
+    counted = [0]
+
+    def before(*_: object) -> None:
+        if thread_name is None or threading.current_thread().name == thread_name:
+            counted[0] += 1
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield counted
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def waiter_for(engine: Engine) -> Waiter:
+    return ListenWaiter(engine) if is_postgres(engine) else PollWaiter(engine)
+
+
+def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(engine: Engine) -> None:
+    config = RelayConfig(poll_interval_seconds=POLL_SECONDS)
+    probe = Relay(engine, BrokerPublisher(StubBroker(middleware=[])), config)
+    with statements(engine) as per_batch:
+        probe.run_once()
+    with statements(engine) as per_housekeeping:
+        probe.housekeeping()
+    assert per_batch[0] >= 1
+
+    waiter = waiter_for(engine)
+    relay = Relay(engine, BrokerPublisher(StubBroker(middleware=[])), config, waiter=waiter)
+    beat = Heartbeat(engine, ProcessRole.WORKER, interval_seconds=POLL_SECONDS / 4)
+    with statements(engine, RELAY_THREAD) as counted:
+        loop = threading.Thread(target=relay.run, name=RELAY_THREAD, daemon=True)
+        loop.start()
+        beat.start()  # another process role committing on the same engine, four times per interval
+        try:
+            time.sleep(INTERVALS * POLL_SECONDS)
+        finally:
+            beat.stop()
+            relay.stop()
+            loop.join()
+            waiter.close()
+    bound = (INTERVALS + 2) * per_batch[0] + per_housekeeping[0]
+    assert 0 < counted[0] <= bound, f"{counted[0]} statements in {INTERVALS} poll intervals (bound {bound})"
+
+
+def test_the_embedded_waiter_is_woken_by_a_commit_that_wrote_a_message_and_by_no_other(sqlite_engine: Engine) -> None:
+    waiter = PollWaiter(sqlite_engine)
+    with sqlite_engine.begin() as conn:
+        conn.execute(text("SELECT 1"))  # a commit that wrote no message (the relay's empty batch)
+    assert waiter.wait(SHORT_WAIT_SECONDS) is False
+
+    with pytest.raises(RuntimeError), sqlite_engine.begin() as conn:
+        writer.enqueue(conn, actor="convert", payload={"n": 1}, queue="idle")
+        raise RuntimeError("rolled back: the message was never written")
+    with sqlite_engine.begin() as conn:
+        conn.execute(text("SELECT 1"))
+    assert waiter.wait(SHORT_WAIT_SECONDS) is False
+
+    with sqlite_engine.begin() as conn:
+        writer.enqueue(conn, actor="convert", payload={"n": 2}, queue="idle", message_id=uuid.uuid4())
+    assert waiter.wait(SHORT_WAIT_SECONDS) is True
