@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, update
 
 from models import outbox_messages
 from models.base import utcnow
@@ -38,7 +38,8 @@ def enqueue(
     """Add a message to the outbox in `conn`'s transaction; it is published only if that commits."""
     message_id = message_id or uuid.uuid4()
     now = now or utcnow()
-    conn.info[WROTE_OUTBOX] = True
+    if not delay:
+        conn.info[WROTE_OUTBOX] = True  # a delayed row is found by the relay's poll, when due
     conn.execute(
         _INSERT,
         {
@@ -53,3 +54,13 @@ def enqueue(
         },
     )
     return message_id
+
+
+def take(conn: Connection, message_id: uuid.UUID, *, now: datetime) -> bool:
+    """Mark a message its writer delivered itself as published, in `conn`'s transaction, so the
+    relay does not send it too; False when the relay already did (its copy is then a duplicate,
+    which the step's claim acknowledges with no effect)."""
+    result = conn.execute(update(outbox_messages)
+                          .where(outbox_messages.c.id == message_id, outbox_messages.c.published_at.is_(None))
+                          .values(published_at=now))
+    return result.rowcount == 1

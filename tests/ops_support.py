@@ -34,17 +34,27 @@ BANK_TIMEOUT_SECONDS = 10.0
 
 
 def make_workflow(engine: Engine, bank_url: str, **config: Any) -> Workflow:
+    """The workflow as the in-process tests drive it: local steps fused, but the credit left to
+    its own message (no hand-off), so a test can stop before it and fault the bank first.
+    tests/test_step_graph.py and the process tests run the hand-off."""
     return Workflow(
         engine=engine,
         bank=BankClient(bank_url, connect_timeout=BANK_TIMEOUT_SECONDS, read_timeout=BANK_TIMEOUT_SECONDS),
         rates=TableRateProvider(DEFAULT_USD_VALUES),
-        config=WorkflowConfig(lease=timedelta(seconds=5), credit_max_attempts=3, **config),
+        config=WorkflowConfig(lease=timedelta(seconds=5), credit_max_attempts=3,
+                              **{"continue_inline": False, **config}),
     )
+
+
+def handing_off(wf: Workflow) -> Workflow:
+    """`wf` as production runs it: the worker runs the credit at once after the debit."""
+    return dataclasses.replace(wf, config=dataclasses.replace(wf.config, continue_inline=True))
 
 
 def stepwise(wf: Workflow) -> Workflow:
     """`wf` with one message per step, so every state on the way can be stopped in and looked at."""
-    return dataclasses.replace(wf, config=dataclasses.replace(wf.config, fuse_local_steps=False))
+    return dataclasses.replace(wf, config=dataclasses.replace(wf.config, fuse_local_steps=False,
+                                                              continue_inline=False))
 
 
 def exchange_in(wf: Workflow, account: uuid.UUID, state: str, amount: str = "100.00") -> uuid.UUID:

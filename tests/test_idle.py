@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
@@ -94,3 +95,18 @@ def test_the_embedded_waiter_is_woken_by_a_commit_that_wrote_a_message_and_by_no
     with sqlite_engine.begin() as conn:
         writer.enqueue(conn, actor="convert", payload={"n": 2}, queue="idle", message_id=uuid.uuid4())
     assert waiter.wait(SHORT_WAIT_SECONDS) is True
+
+
+@pytest.mark.postgres
+def test_a_message_due_later_wakes_no_relay_and_a_message_due_now_does(pg_engine: Engine) -> None:
+    waiter = ListenWaiter(pg_engine)
+    waiter.prepare()
+    try:
+        with pg_engine.begin() as conn:  # a handed-off step's message: due a lease later
+            writer.enqueue(conn, actor="convert", payload={"n": 1}, queue="idle", delay=timedelta(seconds=30))
+        assert waiter.wait(SHORT_WAIT_SECONDS) is False
+        with pg_engine.begin() as conn:
+            writer.enqueue(conn, actor="convert", payload={"n": 2}, queue="idle")
+        assert waiter.wait(SHORT_WAIT_SECONDS * 10) is True
+    finally:
+        waiter.close()

@@ -24,7 +24,7 @@ from app import create_app
 from domain import states as machine
 from harness import invariants
 from harness.designs import TEST_ENV
-from harness.outcome import timeline, wait_settled
+from harness.outcome import exchange_states, timeline, wait_settled
 from harness.processes import BIN
 from harness.queues import forget_queue
 from harness.topology import Topology
@@ -225,6 +225,9 @@ def test_a_bank_answering_200_with_a_body_it_cannot_read_parks_within_the_budget
     for exchange_id in ids:  # the documented fix, from the operator API the page's buttons call
         answer = operator.post(f"/api/ops/exchanges/{exchange_id}/actions/retry")
         assert answer.status_code == 202, answer.get_data(as_text=True)
+    # (Parked counts as settled, so wait for the states themselves, not just a quiet outbox.)
+    wait_until(lambda: exchange_states(topology.engine) == {"completed": len(ids)}, SETTLE_TIMEOUT_SECONDS,
+               "the retried exchanges to complete")
     assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == {"completed": len(ids)}
     assert len(bank.all_applied()) == len(ids)  # the unreadable answers were applied once, never twice
     assert_money_whole(topology)

@@ -28,7 +28,7 @@ def workflow(engine: Engine, bank_url: str, policy: RescuePolicy | None = None) 
         engine=engine,
         bank=BankClient(bank_url, connect_timeout=0.5, read_timeout=0.5),
         rates=TableRateProvider(DEFAULT_USD_VALUES),
-        config=WorkflowConfig(lease=timedelta(seconds=5),
+        config=WorkflowConfig(lease=timedelta(seconds=5), continue_inline=False,
                               rescue_overrides={} if policy is None else {"credit": policy}),
     )
 

@@ -7,6 +7,7 @@ hooks it as it hooks the real worker's broker, and a Dramatiq Worker runs the re
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ QUEUE = "exchanges"
 #: Generous bounds on waiting for the worker thread, so a hang fails instead of blocking.
 JOIN_TIMEOUT_MS = 30_000
 WAIT_SECONDS = 30
-#: The happy path's messages: the debit runs in the quote's transaction, complete and the receipt in the credit's.
-STEP_ACTORS = [machine.QUOTE.actor, machine.CREDIT.actor]
+#: The happy path's messages: the debit runs in the quote's transaction, and the same worker then
+#: runs the credit at once (complete and the receipt in its transaction), in the quote's trace.
+STEP_ACTORS = [machine.QUOTE.actor]
 
 
 def trace_of(event: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +92,8 @@ class System:
 
     def run_until_done(self, exchange_id: uuid.UUID, max_rounds: int = 20) -> str:
         for _ in range(max_rounds):
-            self.relay_and_work()
+            if not self.relay_and_work():
+                time.sleep(0.05)  # a handed-off step that failed is due again a lease later
             if state_of(self.engine, exchange_id) in TERMINAL_STATES and self.unpublished() == 0:
                 return state_of(self.engine, exchange_id)
         raise AssertionError(f"exchange {exchange_id} is still {state_of(self.engine, exchange_id)}")
@@ -149,7 +152,7 @@ def test_the_worker_continues_the_web_requests_trace(sentry: CollectingTransport
     assert trace_of(quote)["parent_span_id"] == trace_of(publish)["span_id"]
     assert quote["tags"]["exchange_id"] == str(exchange_id)
     assert quote["tags"]["step"] == "quote_exchange"
-    assert state_of(system.engine, exchange_id) == "debited"  # the debit ran in the quote's transaction
+    assert state_of(system.engine, exchange_id) == "completed"  # every step ran behind the quote's message
 
 
 def test_every_step_of_an_exchange_stays_in_the_web_requests_trace(

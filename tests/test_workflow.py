@@ -35,7 +35,7 @@ def wf(engine: Engine, bank_url: str) -> Workflow:
         engine=engine,
         bank=BankClient(bank_url, connect_timeout=0.5, read_timeout=0.5),
         rates=TableRateProvider(DEFAULT_USD_VALUES),
-        config=WorkflowConfig(lease=timedelta(seconds=5), credit_max_attempts=3),
+        config=WorkflowConfig(lease=timedelta(seconds=5), credit_max_attempts=3, continue_inline=False),
     )
 
 
@@ -102,7 +102,8 @@ def test_every_message_delivered_twice_moves_money_once(wf: Workflow, account: u
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "stepwise"])
 def test_a_step_delivered_to_two_workers_at_once_runs_once(pg_engine: Engine, bank_url: str, fused: bool) -> None:
     bank = BankClient(bank_url, connect_timeout=2.0, read_timeout=5.0)
-    wf = Workflow(pg_engine, bank, TableRateProvider(DEFAULT_USD_VALUES), WorkflowConfig(fuse_local_steps=fused))
+    config = WorkflowConfig(fuse_local_steps=fused, continue_inline=False)
+    wf = Workflow(pg_engine, bank, TableRateProvider(DEFAULT_USD_VALUES), config)
     account = open_account(pg_engine, "Racer", {"CAD": Decimal("1000.00")})
     exchange_id = accept(pg_engine, account, "10.00")
     for actor in MESSAGES[fused][:3]:  # up to and through the credit

@@ -24,6 +24,7 @@ import requests
 from sqlalchemy import Engine, select
 
 from bank.client import BankClient
+from domain import states as machine
 from harness import invariants
 from harness.outcome import postings_by_exchange, timeline, wait_settled
 from harness.queues import forget_queue
@@ -128,10 +129,14 @@ def test_every_message_delivered_twice_advances_each_exchange_once(topology: Top
     publisher = relay.relay.publisher
     assert isinstance(publisher, TwicePublisher)
     with topology.engine.connect() as conn:
-        outbox_ids = set(conn.execute(select(outbox_messages.c.id)).scalars())
+        rows = conn.execute(select(outbox_messages.c.id, outbox_messages.c.actor, outbox_messages.c.published_at)).all()
     messages = publisher.published
-    assert set(messages) == outbox_ids
-    assert len(messages) == 30 * 2  # quote (the debit in its transaction), credit (complete and receipt in its)
+    # One relayed message per exchange, the quote's (the debit runs in its transaction); the worker
+    # ran the credit at once and marked its message done, unless a lease passed first.
+    quotes = {r.id for r in rows if r.actor == machine.QUOTE.actor}
+    assert len(quotes) == 30 and quotes <= set(messages)
+    assert set(messages) - quotes <= {r.id for r in rows if r.actor == machine.CREDIT.actor}
+    assert all(r.published_at is not None for r in rows)
     assert set(messages.values()) == {2}
     # ...and the timeline shows each step done once: the other copy was skipped by the claim.
     successes = {i: Counter({k: n for k, n in steps.items() if k[1] in {"succeeded", "sent"}})
@@ -233,6 +238,31 @@ def test_a_worker_killed_between_the_bank_and_the_commit_is_taken_over_and_credi
         assert credited.detail and credited.detail["replayed"] is True, credited
         assert credited.attempt >= 2, credited  # the dead worker's claim was attempt 1
         assert credited.worker and f":{rescuer_pid}:" in credited.worker, credited
+
+
+def test_a_worker_killed_after_the_debit_before_its_handed_off_credit_loses_nothing(topology: Topology) -> None:
+    bank = topology.start_bank()
+    doomed = topology.start_worker("a", failpoints="step.handoff.before_continue=kill")
+    relay = topology.start_relay_thread()
+    account = open_account(topology.engine, "Killed After Debit", {"CAD": Decimal("1000.00")})
+
+    ids = exchange_many(topology, [account], 1)
+    assert doomed.wait_exit(SETTLE_TIMEOUT_SECONDS) == DRAMATIQ_RET_KILLED
+    # Quoted and debited in one commit, with the credit's message, which no one has sent yet.
+    with topology.engine.connect() as conn:
+        row = conn.execute(select(exchanges).where(exchanges.c.id == ids[0])).one()
+        credit = conn.execute(select(outbox_messages).where(outbox_messages.c.actor == machine.CREDIT.actor)).one()
+    assert row.state == "debited" and row.claimed_by is None
+    assert credit.published_at is None and credit.available_at > credit.created_at
+    assert bank.all_applied() == []
+
+    # A lease later the relay sends it, and the next worker credits it once.
+    topology.start_worker("b")
+    assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == Counter({"completed": 1})
+    assert relay.relay.totals["published"] == 2  # the quote's message, then the credit's
+    assert_invariants(topology, bank)
+    assert_one_debit_and_one_credit_each(topology.engine, ids)
+    assert_paid_once_each(bank, ids)
 
 
 # 4. The bank is down for good ---------------------------------------------------------------

@@ -112,19 +112,18 @@ def test_a_worker_frozen_after_the_bank_paid_loses_its_claim_and_its_late_credit
     wait_until(lambda: exchange_row(topo.engine, exchange_id).claimed_until < utcnow(), WAKE_TIMEOUT_SECONDS,
                what="the frozen worker's lease to expire")
 
-    # The frozen worker's message reaches the rescuer by Dramatiq's redelivery, not by a
-    # reconciler pass: with the workers' BROKER_HEARTBEAT_TIMEOUT_MS=5000 and
-    # BROKER_MAINTENANCE_CHANCE=1000000, the rescuer's first commands on the queue after the
-    # frozen worker's heartbeat is 5 s old put its unacknowledged message back. That is the
-    # same message, so the test can show the one delivery the zombie held was finished by
-    # another worker; and it needs no clock games with `stuck_after`.
+    # The frozen worker ran the credit at once after the debit (a hand-off): the credit's own
+    # outbox message became due a lease later, and the relay sends it to the rescuer, not a
+    # reconciler pass. That is the message the zombie was running, so the test can show the
+    # one credit the zombie held was finished by another worker; and it needs no clock games
+    # with `stuck_after`.
     rescuer = topo.start_worker("rescuer", verbose=True)
     rescuer_pid = worker_process_pid(rescuer)
     assert wait_settled(topo, SETTLE_TIMEOUT_SECONDS) == Counter({"completed": 1})
     settled = money_snapshot(topo.engine, bank)
 
     scene.frozen.resume(zombie_pid)
-    wait_until(lambda: step_deliveries(zombie)[(machine.CREDIT.actor, str(exchange_id), "lost_claim")] == 1,
+    wait_until(lambda: events_of(topo.engine, exchange_id, "credit", "lost_claim"),
                WAKE_TIMEOUT_SECONDS, what=lambda: f"the woken worker to lose its claim: {zombie.describe()}")
 
     # Its late write changed nothing: no second credit, no second payment, the same balances.
@@ -215,10 +214,11 @@ def test_a_relay_frozen_before_its_commit_is_cut_off_and_its_republished_batch_m
     zombie = topo.start_relay("zombie", failpoints="relay.after_publish=stop", extra=SHORT_IDLE_IN_TRANSACTION)
     app_name = application_name(zombie)
     scene.frozen.wait_stopped(zombie.pid, STOP_TIMEOUT_SECONDS, scene.describe)
-    # Its batch (every quote message) reached Redis and the workers quote (and debit, in the same
-    # transaction) from it, but the batch was never marked published.
-    wait_until(lambda: exchange_states(topo.engine) == Counter({"debited": len(ids)}), SETTLE_TIMEOUT_SECONDS,
-               what=lambda: f"the workers to quote from the frozen relay's batch: {exchange_states(topo.engine)}")
+    # Its batch (every quote message) reached Redis and the workers ran each exchange to its end
+    # from it (the debit in the quote's transaction, then the credit at once), but the batch was
+    # never marked published.
+    wait_until(lambda: exchange_states(topo.engine) == Counter({"completed": len(ids)}), SETTLE_TIMEOUT_SECONDS,
+               what=lambda: f"the workers to finish the frozen relay's batch: {exchange_states(topo.engine)}")
     assert unpublished_quotes(topo.engine) == len(ids)
     # PostgreSQL ends the frozen transaction, so the batch's rows are free to claim again.
     wait_until(lambda: not in_transaction(topo.engine, app_name), WAKE_TIMEOUT_SECONDS,

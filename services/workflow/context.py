@@ -30,6 +30,10 @@ class WorkflowConfig:
     credit_max_attempts: int = Settings.credit_max_attempts
     #: Run a local step in its predecessor's transaction instead of behind a message (fewer hops).
     fuse_local_steps: bool = True
+    #: After a local step, run the external step that follows (the credit) at once in the same
+    #: worker; its outbox message waits one lease before the relay may send it, in case this
+    #: worker dies first.
+    continue_inline: bool = True
     #: Per-step (by step name) replacements of the rescue policies in domain/states.py.
     rescue_overrides: dict[str, RescuePolicy] = field(default_factory=dict)
 
@@ -56,6 +60,17 @@ class Delivery:
     message_id: uuid.UUID | None = None
     #: The step epoch the message was written in (domain.states.step_payload).
     epoch: int = 0
+    #: Run by the worker that wrote the message, at once: the step marks its outbox row
+    #: published with its result, so the relay does not send it too.
+    inline: bool = False
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """The external step a local step's transaction led to, for its worker to run at once."""
+
+    step: Step
+    delivery: Delivery
 
 
 class StepResult(StrEnum):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
+
+from sqlalchemy import Connection
 
 from bank.client import BankError, BankOutcomeUnknown, BankRejected, BankTransfer
 from domain import ledger as postings
@@ -16,6 +19,7 @@ from domain import states as machine
 from domain.states import ExchangeState, RescuePolicy
 from infra.observability import alert
 from models.base import utcnow
+from outbox import writer
 from outbox.failpoints import failpoint
 from services import claims, ledger, timeline
 from services.claims import Claim, LostClaim
@@ -98,11 +102,18 @@ def _finish(wf: Workflow, d: Delivery, held: Claim, decision: Transition, starte
                 ledger.add_available(conn, held.account_id, held.to_currency, held.to_amount, now)
                 ledger.post(conn, postings.credit(held.account_id, postings.HOUSE_ACCOUNT_ID, held.to_currency,
                                                   held.to_amount), exchange_id=d.exchange_id, now=now)
+            _take_handed_off(conn, d, now)
             commit_transition(wf, conn, d, held, decision, now, started)
     except LostClaim as error:
         return record_lost(wf, d, held, error)
     _alert_if_a_person_must_act(d, held, decision)
     return StepResult.PARKED if decision.target is S.NEEDS_ATTENTION else StepResult.ADVANCED
+
+
+def _take_handed_off(conn: Connection, d: Delivery, now: datetime) -> None:
+    """A step run at once by the worker that wrote its message: that message is done with too."""
+    if d.inline and d.message_id is not None:
+        writer.take(conn, d.message_id, now=now)
 
 
 def _alert_if_a_person_must_act(d: Delivery, held: Claim, decision: Transition) -> None:
@@ -122,6 +133,7 @@ def _stay_parked(wf: Workflow, d: Delivery, held: Claim, decision: Transition) -
     try:
         with wf.engine.begin() as conn:
             now = utcnow()
+            _take_handed_off(conn, d, now)
             claims.release(conn, held, error=decision.error or "still parked", outcome_unknown=False, now=now)
             timeline.record(conn, d.exchange_id, step=held.step, outcome="parked", state=held.state,
                             attempt=held.attempt, worker=d.worker, message_id=d.message_id, error=decision.error,

@@ -30,8 +30,17 @@ from outbox.failpoints import failpoint
 from outbox.writer import enqueue
 from services import claims, ledger, timeline
 from services.claims import Claim
-from services.workflow.context import Delivery, StepBody, StepResult, Transition, Workflow
-from services.workflow.runner import claim_or_defer
+from services.workflow.context import (
+    Delivery,
+    Handoff,
+    StepBody,
+    StepDeferred,
+    StepFunction,
+    StepResult,
+    Transition,
+    Workflow,
+)
+from services.workflow.runner import claim_or_defer, record_failure
 
 log = logging.getLogger("workflow")
 
@@ -137,15 +146,38 @@ LOCAL_STEPS = frozenset({*_BODIES, machine.RECEIPT})
 
 
 def run_local_step(wf: Workflow, d: Delivery, step: Step) -> StepResult:
-    """A step with no external call: claim, work and advance in one transaction (one commit)."""
+    """A step with no external call: claim, work and advance in one transaction (one commit);
+    then, when that led to an external step, run it at once (see `continue_inline`)."""
     started = time.monotonic()
     now = utcnow()
     with wf.engine.begin() as conn:
         held = claim_or_defer(wf, conn, d, step, now)
         if held is None:
             return StepResult.SKIPPED
-        commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)
+        handoff = commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)
+    if handoff is not None:
+        _continue(wf, handoff)
     return StepResult.ADVANCED
+
+
+#: The external steps' functions, for a worker continuing at once (registry.py fills it: it
+#: knows every step's function, and credit.py imports this module).
+CONTINUATIONS: dict[Step, StepFunction] = {}
+
+
+def _continue(wf: Workflow, handoff: Handoff) -> None:
+    """Run the handed-off step now. Whatever stops it, its outbox message is still there, due in
+    one lease: the relay then sends it and a worker retries it as it would any message."""
+    try:
+        failpoint("step.handoff.before_continue")  # the worker dies between the two: the relay sends it
+        CONTINUATIONS[handoff.step](wf, handoff.delivery)
+    except StepDeferred as deferred:
+        log.debug("%s on %s continues through the outbox: %s", handoff.step.name, handoff.delivery.exchange_id,
+                  deferred)
+    except Exception as error:
+        record_failure(wf, handoff.delivery, handoff.step, error)
+        log.warning("%s on %s failed; its message retries it", handoff.step.name, handoff.delivery.exchange_id,
+                    exc_info=True)
 
 
 def quote(wf: Workflow, d: Delivery) -> StepResult:
@@ -165,33 +197,42 @@ def compensate(wf: Workflow, d: Delivery) -> StepResult:
 
 
 def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, t: Transition,
-                      now: datetime, started: float) -> None:
+                      now: datetime, started: float) -> Handoff | None:
     """Advance (fenced by the claim) and record the timeline entry; then the next step runs here
-    when it is local, or its message is enqueued in this transaction when it is not."""
+    when it is local, or its message is enqueued in this transaction when it is not. Returns the
+    external step this worker may run at once, if any."""
     error = {} if t.keeps_last_error and t.error is None else {"last_error": t.error}
     epoch = claims.advance(conn, held, t.target, now=now, **error, **t.values)
     detail = dict(t.detail or {})
-    inline = t.next_step is not None and wf.config.fuse_local_steps and t.next_step in LOCAL_STEPS
-    if t.next_step is not None and not inline:
+    nxt = t.next_step
+    inline = nxt is not None and wf.config.fuse_local_steps and nxt in LOCAL_STEPS
+    handoff = None
+    if nxt is not None and not inline:
+        # Handed off: the relay may send it only once this worker had a lease's time to run it.
+        hand_off = wf.config.continue_inline and nxt in CONTINUATIONS
         # The next step continues this step's trace, so one trace follows the exchange.
-        next_id = enqueue(conn, actor=t.next_step.actor, payload=step_payload(d.exchange_id, epoch),
-                          queue=wf.config.queue, trace_headers=current_trace_headers(), now=now)
+        next_id = enqueue(conn, actor=nxt.actor, payload=step_payload(d.exchange_id, epoch),
+                          queue=wf.config.queue, trace_headers=current_trace_headers(), now=now,
+                          delay=wf.config.lease if hand_off else None)
         detail["next_message_id"] = str(next_id)
+        if hand_off:
+            handoff = Handoff(nxt, Delivery(d.exchange_id, d.worker, next_id, epoch=epoch, inline=True))
     timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
                     worker=d.worker, message_id=d.message_id, error=t.error, detail=detail or None,
                     duration_ms=int((time.monotonic() - started) * 1000), now=now)
     if inline:
-        assert t.next_step is not None
-        _run_inline(wf, conn, dataclasses.replace(d, epoch=epoch), t.next_step, now)
+        assert nxt is not None
+        return _run_inline(wf, conn, dataclasses.replace(d, epoch=epoch, inline=False), nxt, now)
+    return handoff
 
 
-def _run_inline(wf: Workflow, conn: Connection, d: Delivery, step: Step, now: datetime) -> None:
+def _run_inline(wf: Workflow, conn: Connection, d: Delivery, step: Step, now: datetime) -> Handoff | None:
     """`step` in the caller's transaction, which has just moved the exchange into its state."""
     if step is machine.RECEIPT:
         _receipt(conn, d, now)
-        return
+        return None
     started = time.monotonic()
     held = claim_or_defer(wf, conn, d, step, now)
     # This transaction holds the row and has just released its claim: nothing else can own it.
     assert held is not None, f"{step.name} could not claim {d.exchange_id} in its predecessor's transaction"
-    commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)
+    return commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)
