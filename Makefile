@@ -34,4 +34,4 @@ bench-chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --design both
 
 bench-e2e: $(STAMP)
-	$(BIN)/python -m bench.e2e
+	$(BIN)/python -m bench.e2e --design both

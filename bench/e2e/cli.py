@@ -11,7 +11,8 @@ Phases, each on the same topology (gunicorn, 2 relays, 2 Dramatiq processes, rec
 CPU is read from /proc (utime + stime) for every process of the topology, the PostgreSQL
 backends of its database and its redis-server. `--profile DIR` samples every Python process
 with py-spy during phase 4 and summarises where the CPU goes; `--design naive` measures
-bench/naive.py the same way; `--set NAME=VALUE` tries another setting (e.g. RELAY_COALESCE_MS).
+bench/naive.py the same way, `--design both` the two back to back with one side-by-side
+table (`make bench-e2e`); `--set NAME=VALUE` tries another setting (e.g. RELAY_COALESCE_MS).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from bench.e2e.compare import print_comparison
 from bench.e2e.report import print_report
 from bench.e2e.run import run
 from harness.databases import POSTGRES_ADMIN_URL
@@ -36,8 +38,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--worker-threads", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--design", choices=("outbox", "naive"), default="outbox",
-                   help="ours (default), or bench/naive.py measured the same way, for calibration")
+    p.add_argument("--design", choices=("outbox", "naive", "both"), default="outbox",
+                   help="ours (default), bench/naive.py measured the same way, or both back to back "
+                        "with one side-by-side table")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                    help="override a setting of every process (repeatable), e.g. --set RELAY_COALESCE_MS=5")
     p.add_argument("--keep-logs", action="store_true")
@@ -55,6 +58,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    phases, topo, profile = run(args)
-    print_report(phases, topo, args, profile)
+    if args.design != "both":
+        phases, topo, profile = run(args)
+        print_report(phases, topo, args, profile)
+        return 0
+    runs = {}
+    for design in ("outbox", "naive"):  # one after the other: never two benchmarks at once
+        one = argparse.Namespace(**{**vars(args), "design": design})
+        phases, topo, profile = run(one)
+        print_report(phases, topo, one, profile)
+        runs[design] = phases
+    print_comparison(runs["outbox"], runs["naive"])
     return 0

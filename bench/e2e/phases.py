@@ -38,9 +38,11 @@ class Phase:
     #: PostgreSQL transactions (commits + rollbacks) of our database and Redis commands, in the window.
     transactions: int = 0
     redis_commands: int = 0
-    #: Outbox rows published in the window, and in how many relay batches (rows share published_at).
+    #: Outbox rows the relay published in the window, and in how many batches (rows share published_at).
     relayed_rows: int = 0
     relay_batches: int = 0
+    #: Outbox rows marked done by the worker that ran their step at once (a hand-off), never relayed.
+    handed_off_rows: int = 0
 
     def cpu_ms(self, roles: Sequence[str] = SYSTEM_ROLES) -> float:
         return sum(v for k, v in self.cpu.items() if k.split(" ")[0] in roles) * 1000 / max(1, self.count)
@@ -65,10 +67,15 @@ class Window:
         phase.cpu = CpuMeter.spent(self.cpu, self.meter.sample())
         transactions, commands = activity(self.topo)
         phase.transactions, phase.redis_commands = transactions - self.activity[0], commands - self.activity[1]
+        o = outbox_messages
         with self.topo.engine.connect() as conn:
+            # The relay publishes a row once it is due; a worker takes a handed-off row before it is.
             phase.relayed_rows, phase.relay_batches = conn.execute(
-                select(func.count(), func.count(func.distinct(outbox_messages.c.published_at)))
-                .where(outbox_messages.c.published_at >= self.began)).one()
+                select(func.count(), func.count(func.distinct(o.c.published_at)))
+                .where(o.c.published_at >= self.began, o.c.published_at >= o.c.available_at)).one()
+            phase.handed_off_rows = conn.execute(
+                select(func.count()).where(o.c.published_at >= self.began, o.c.published_at < o.c.available_at)
+            ).scalar_one()
         return phase
 
 

@@ -66,7 +66,8 @@ def _print_phase(out: Callable[[str], object], p: Phase) -> None:
         f"(harness polling included), {p.redis_commands / max(1, p.count):.1f} Redis commands\n")
     if p.relay_batches:
         out(f"      relay: {p.relayed_rows} outbox rows published in {p.relay_batches} batches "
-            f"({p.relayed_rows / p.relay_batches:.1f} rows per batch)\n")
+            f"({p.relayed_rows / p.relay_batches:.1f} rows per batch); {p.handed_off_rows} handed off "
+            "(run at once by the worker that wrote them)\n")
     pg = {k: v for k, v in p.cpu.items() if k.startswith("postgres")}
     if pg:
         out("      postgres backends by client: " + ", ".join(
