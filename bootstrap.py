@@ -29,6 +29,7 @@ from jobs.final_error import KeepFinalError
 from jobs.lifecycle import ProcessLifecycle
 from jobs.retry_clock import RetryClock
 from ops.processes import Heartbeat, ProcessRole
+from outbox.leadership import Leadership
 from outbox.publisher import publisher_for
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
@@ -102,8 +103,15 @@ def build_relay(settings: Settings, engine: Engine, broker: dramatiq.Broker | No
     """Redis gets pipelined batches; RabbitMQ and the embedded broker publish through `broker`."""
     if broker is None and not settings.broker_url.startswith(("redis://", "rediss://")):
         broker = build_broker(settings)
-    waiter: Waiter = ListenWaiter(engine) if is_postgres(engine) else PollWaiter(engine)
-    return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings), waiter=waiter)
+    if is_postgres(engine):
+        # Any number of relay processes; one publishes at a time.
+        waiter: Waiter = ListenWaiter(engine)
+        leadership = Leadership(engine, lease=timedelta(seconds=settings.relay_lease_seconds))
+        return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings), waiter=waiter,
+                     leadership=leadership)
+    # SQLite: the embedded mode's one relay, in the one process.
+    return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings),
+                 waiter=PollWaiter(engine))
 
 
 @dataclass

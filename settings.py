@@ -61,6 +61,8 @@ class Settings:
     relay_retention_hours: int = _env("RELAY_RETENTION_HOURS", 72, 1)
     relay_max_backoff_seconds: float = _env("RELAY_MAX_BACKOFF_SECONDS", 30.0, 0.1)
     relay_coalesce_ms: int = _env("RELAY_COALESCE_MS", 5, 0)
+    #: One relay publishes at a time; a standby takes over this long after the active one stops renewing.
+    relay_lease_seconds: float = _env("RELAY_LEASE_SECONDS", 10.0, 0.5)
     #: Serve Prometheus metrics on this port from the relay process (0: off).
     relay_metrics_port: int = _env("RELAY_METRICS_PORT", 0, 0)
     #: Serve Dramatiq's Prometheus metrics from worker processes on this port (0: off).

@@ -27,7 +27,8 @@ def register(app: Flask) -> None:
                                        "`make run` relays in-process")
         engine = bootstrap.build_engine(config, bootstrap.Role.RELAY)
         relay = bootstrap.build_relay(config, engine)
-        heartbeat = bootstrap.build_heartbeat(config, engine, ProcessRole.RELAY).start()
+        heartbeat = bootstrap.build_heartbeat(config, engine, ProcessRole.RELAY, holding=lambda: {
+            "active": relay.leadership is None or relay.leadership.leads}).start()
         try:
             run_daemon(relay, metrics_port=config.relay_metrics_port)
         finally:

@@ -6,7 +6,7 @@ from models.customer import ApiKey, Customer
 from models.exchange import Exchange, ExchangeEvent
 from models.ledger import LedgerEntry
 from models.operations import OperatorAction, OpsCheck, ProcessHeartbeat
-from models.outbox import OutboxMessage
+from models.outbox import OutboxMessage, RelayLease
 from models.reconciliation import ReconciliationFinding
 
 accounts = Account.__table__
@@ -17,6 +17,7 @@ exchanges = Exchange.__table__
 exchange_events = ExchangeEvent.__table__
 ledger_entries = LedgerEntry.__table__
 outbox_messages = OutboxMessage.__table__
+relay_leases = RelayLease.__table__
 reconciliation_findings = ReconciliationFinding.__table__
 process_heartbeats = ProcessHeartbeat.__table__
 ops_checks = OpsCheck.__table__
@@ -50,4 +51,5 @@ __all__ = [
     "outbox_messages",
     "process_heartbeats",
     "reconciliation_findings",
+    "relay_leases",
 ]

@@ -42,3 +42,17 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     #: Sentry trace propagation headers (sentry-trace, baggage) of the writing request.
     trace_headers: Mapped[dict[str, str] | None] = mapped_column(JSONDocument)
+
+
+class RelayLease(Base):
+    """Which relay publishes the outbox now: one active relay, the others stand by.
+
+    The holder renews its lease while it runs; a standby takes the row over once the lease has
+    expired (the holder died, or froze), so publishing never waits on a process that is gone.
+    """
+
+    __tablename__ = "relay_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

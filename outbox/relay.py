@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from models.base import utcnow
 from outbox import store
 from outbox.failpoints import failpoint
+from outbox.leadership import Leadership
 from outbox.publisher import Publisher, PublishError
 from outbox.wakeup import Waiter
 from settings import Settings
@@ -91,11 +92,14 @@ class Relay:
         *,
         waiter: Waiter | None = None,
         name: str | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
         self.config = config or RelayConfig()
         self.waiter = waiter
+        #: With several relays on one database, only the lease's holder publishes (outbox/leadership.py).
+        self.leadership = leadership
         self.name = name or f"relay@{socket.gethostname()}:{os.getpid()}"
         self.stopping = threading.Event()
         self.totals = {"published": 0, "failed_batches": 0, "purged": 0}
@@ -153,9 +157,19 @@ class Relay:
         next_housekeeping = 0.0
         next_summary = time.monotonic() + SUMMARY_INTERVAL_SECONDS
         log.info("%s started (batch %d)", self.name, self.config.batch_size)
-        if self.waiter is not None:
-            self.waiter.prepare()  # LISTEN before the first batch, so no commit goes unheard
+        listening = False
         while not self.stopping.is_set():
+            if self.leadership is not None and not self.leadership.hold():
+                # Standing by: no LISTEN (notifications nobody reads would hold PostgreSQL's queue
+                # back), one try of the lease per poll interval.
+                if listening and self.waiter is not None:
+                    self.waiter.close()
+                listening = False
+                self.stopping.wait(self.config.poll_interval_seconds)
+                continue
+            if not listening and self.waiter is not None:
+                self.waiter.prepare()  # LISTEN before the batch, so no commit goes unheard
+            listening = True
             try:
                 result = self.run_once()
             except DBAPIError as error:
@@ -187,6 +201,8 @@ class Relay:
             if result.published >= self.config.batch_size:
                 continue  # a full batch: more is probably waiting
             self._wait()
+        if self.leadership is not None:
+            self.leadership.release()
         log.info("%s stopped after publishing %d messages", self.name, self.totals["published"])
 
     def _wait(self) -> None:
