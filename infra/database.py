@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from prometheus_client import Counter
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from settings import Settings
 
@@ -21,6 +24,11 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: one multi-row statement (services/ledger.post).
 IDLE_IN_TRANSACTION_TIMEOUT_MS: int = Settings.db_idle_in_transaction_timeout_ms
 
+#: A pooled connection unused for this long is checked before it is handed out.
+PING_IDLE_AFTER_SECONDS = 1.0
+
+IDLE_PINGS = Counter("fx_db_idle_pings", "Pooled connections checked at checkout because they had been idle")
+
 
 def make_engine(
     url: str,
@@ -33,24 +41,54 @@ def make_engine(
 ) -> Engine:
     """An engine for `url`.
 
-    `pre_ping` checks each connection at checkout (one more round trip and transaction on
-    PostgreSQL): the web keeps it, so a failover costs no request an error. Relays and
-    workers turn it off: a dead connection fails one batch or one step, which they retry.
+    `pre_ping` checks a connection at checkout when it has been idle in the pool for
+    PING_IDLE_AFTER_SECONDS: after a failover, that is every connection, so the failover costs
+    no request an error. A connection in constant use is not pinged (SQLAlchemy's own pre-ping
+    would cost a round trip and a transaction per checkout, twice a POST); if the database dies
+    under load, one statement fails, SQLAlchemy drops the whole pool, and the next checkout
+    connects afresh. Relays and workers turn it off: a dead connection fails one batch or one
+    step, which they retry.
     """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
     options = f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"
-    return create_engine(
+    engine = create_engine(
         url,
         connect_args={"options": options},
         pool_size=pool_size,
         max_overflow=max_overflow,
-        # A connection killed by a failover or pg_terminate_backend is noticed at
-        # checkout instead of failing the next request.
-        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         **kwargs,
     )
+    if pre_ping:
+        _ping_when_idle(engine, PING_IDLE_AFTER_SECONDS)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """SQLAlchemy's pessimistic disconnect handling (a checkout event raising DisconnectionError,
+    which makes the pool connect afresh), for connections that sat idle: those a failover or
+    pg_terminate_backend killed while nobody used them."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["fx.idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("fx.idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # fresh, or in constant use
+        IDLE_PINGS.inc()
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_connection.rollback()
+        except Exception as error:  # the driver's own error: the connection is gone
+            raise DisconnectionError(f"a pooled connection idle for {idle_seconds} s is gone: {error}") from error
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
@@ -77,6 +115,15 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def single_read(engine: Engine) -> Connection:
+    """A connection for one read statement: on PostgreSQL in autocommit, so no BEGIN and no
+    ROLLBACK round trip wrap it (the API key check on every request)."""
+    conn = engine.connect()
+    if is_postgres(engine):
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn
 
 
 def is_postgres(engine: Engine) -> bool:

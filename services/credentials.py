@@ -18,6 +18,7 @@ from enum import StrEnum
 from sqlalchemy import Engine, insert, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from infra.database import single_read
 from models import api_keys, customers
 from models.base import utcnow
 
@@ -74,7 +75,7 @@ def verify_api_key(engine: Engine, key: str) -> Principal | None:
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not _PREFIX_SHAPE.fullmatch(parts[1]):
         return None
     _, prefix, secret = parts
-    with engine.connect() as conn:
+    with single_read(engine) as conn:
         row = conn.execute(
             select(api_keys.c.secret_hash, api_keys.c.role, api_keys.c.customer_id, api_keys.c.label,
                    api_keys.c.revoked_at).where(api_keys.c.prefix == prefix)
