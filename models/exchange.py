@@ -6,7 +6,18 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.states import ExchangeState
@@ -90,3 +101,18 @@ class ExchangeEvent(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[JSONValue | None] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExchangeStateCount(Base):
+    """How many exchanges are in each state, kept by a PostgreSQL trigger on every insert and
+    state change (migration 0008), so the dashboard and /metrics read a few rows, never the table.
+
+    Spread over slots so that concurrent transitions into one state rarely wait on one row;
+    a state's count is the sum of its slots. `ops.counts.true_up` recounts from the table.
+    """
+
+    __tablename__ = "exchange_state_counts"
+
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, server_default="0")

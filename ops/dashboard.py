@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, func, select, tuple_
 from domain.states import MOVING_STATES, ExchangeState
 from models import accounts, exchanges, reconciliation_findings
 from ops import checks
+from ops import counts as state_counts
 from ops.checks import CheckState
 from ops.findings import open_findings
 from ops.processes import ProcessView, alive_by_role, holder_alive, processes
@@ -55,11 +56,7 @@ def _summaries(conn: Connection, query: Any) -> list[ExchangeSummary]:
 
 
 def counts_by_state(conn: Connection) -> dict[str, int]:
-    # Answered from the (state, updated_at) index, not the table.
-    rows = conn.execute(select(exchanges.c.state, func.count()).group_by(exchanges.c.state)).all()
-    counts = {s.value: 0 for s in ExchangeState}
-    counts.update({state: n for state, n in rows})
-    return counts
+    return state_counts.by_state(conn)
 
 
 def _stuck_where(older_than: timedelta, now: datetime) -> Any:

@@ -86,16 +86,19 @@ def purge_published(conn: Connection, *, older_than: datetime, limit: int) -> in
 
 
 def stats(conn: Connection, *, now: datetime) -> OutboxStats:
-    unpublished = t.c.published_at.is_(None)
-    row = conn.execute(
+    """Two statements, each answered from its partial index: the backlog's rows and the last
+    minute's, never the whole outbox (which holds RELAY_RETENTION_HOURS of history)."""
+    backlog = conn.execute(
         select(
-            func.count().filter(unpublished),
-            func.count().filter(unpublished, t.c.available_at <= now),
-            func.min(t.c.created_at).filter(unpublished),
-            func.count().filter(t.c.published_at >= now - timedelta(minutes=1)),
-            func.count().filter(unpublished, t.c.last_error.is_not(None)),
-        )
+            func.count(),
+            func.count().filter(t.c.available_at <= now),
+            func.min(t.c.created_at),
+            func.count().filter(t.c.last_error.is_not(None)),
+        ).where(t.c.published_at.is_(None))
     ).one()
+    recent = conn.execute(select(func.count()).where(t.c.published_at.is_not(None),
+                                                     t.c.published_at >= now - timedelta(minutes=1))).scalar_one()
+    row = (backlog[0], backlog[1], backlog[2], recent, backlog[3])
     oldest = row[2]
     if oldest is not None and oldest.tzinfo is None:  # SQLite's aggregate bypasses the column type
         from datetime import UTC

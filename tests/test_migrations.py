@@ -28,8 +28,9 @@ from services.accounts import HOUSE_ACCOUNT_ID, open_account
 
 TABLES = {table.name for table in Base.metadata.sorted_tables}
 #: Created by the migration on PostgreSQL only; the models cannot describe them.
-PG_FUNCTIONS = {"ledger_posting_balanced", "outbox_messages_notify"}
-PG_TRIGGERS = {("ledger_entries", "ledger_posting_balanced"), ("outbox_messages", "outbox_messages_notify")}
+PG_FUNCTIONS = {"ledger_posting_balanced", "outbox_messages_notify", "exchange_state_counts_track"}
+PG_TRIGGERS = {("ledger_entries", "ledger_posting_balanced"), ("outbox_messages", "outbox_messages_notify"),
+               ("exchanges", "exchange_state_counts_rows"), ("exchanges", "exchange_state_counts_moves")}
 
 
 def alembic(engine: Engine, action: str, revision: str) -> None:

@@ -1,0 +1,1 @@
+"""`python -m bench.dashboard`: what operators' pages and scrapes cost as history grows."""

@@ -1,0 +1,5 @@
+"""`python -m bench.dashboard`."""
+
+from bench.dashboard.cli import main
+
+raise SystemExit(main())
