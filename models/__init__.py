@@ -3,7 +3,7 @@
 from models.account import Account, AccountKind, AccountStatus, Balance
 from models.base import Base
 from models.customer import ApiKey, Customer
-from models.exchange import Exchange, ExchangeEvent, ExchangeStateCount
+from models.exchange import Exchange, ExchangeEvent, ExchangeStateCount, ExchangeStateDelta
 from models.ledger import LedgerEntry
 from models.operations import OperatorAction, OpsCheck, ProcessHeartbeat
 from models.outbox import OutboxMessage, RelayLease
@@ -16,6 +16,7 @@ balances = Balance.__table__
 exchanges = Exchange.__table__
 exchange_events = ExchangeEvent.__table__
 exchange_state_counts = ExchangeStateCount.__table__
+exchange_state_deltas = ExchangeStateDelta.__table__
 ledger_entries = LedgerEntry.__table__
 outbox_messages = OutboxMessage.__table__
 relay_leases = RelayLease.__table__
@@ -46,6 +47,7 @@ __all__ = [
     "customers",
     "exchange_events",
     "exchange_state_counts",
+    "exchange_state_deltas",
     "exchanges",
     "ledger_entries",
     "operator_actions",

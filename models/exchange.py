@@ -104,15 +104,21 @@ class ExchangeEvent(Base):
 
 
 class ExchangeStateCount(Base):
-    """How many exchanges are in each state, kept by a PostgreSQL trigger on every insert and
-    state change (migration 0008), so the dashboard and /metrics read a few rows, never the table.
-
-    Spread over slots so that concurrent transitions into one state rarely wait on one row;
-    a state's count is the sum of its slots. `ops.counts.true_up` recounts from the table.
-    """
+    """How many exchanges were in each state at the last fold of the deltas (ops/counts.py)."""
 
     __tablename__ = "exchange_state_counts"
 
     state: Mapped[str] = mapped_column(String(20), primary_key=True)
-    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class ExchangeStateDelta(Base):
+    """+1 / -1 per state for each insert and state change of an exchange, appended by a
+    PostgreSQL trigger in the same transaction (migration 0008), folded into the counts later.
+    Append-only, so concurrent transitions never wait on one another's counter row."""
+
+    __tablename__ = "exchange_state_deltas"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(20))
+    delta: Mapped[int] = mapped_column(Integer)

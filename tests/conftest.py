@@ -87,6 +87,7 @@ def wipe(engine: Engine) -> None:
             else:
                 conn.execute(table.delete())
         # Deleting the exchanges counted them out (the PostgreSQL trigger): start from nothing.
+        conn.execute(Base.metadata.tables["exchange_state_deltas"].delete())
         conn.execute(Base.metadata.tables["exchange_state_counts"].delete())
 
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import Engine, event, func, select, update
 
-from models import exchange_state_counts, exchanges
+from models import exchange_state_counts, exchange_state_deltas, exchanges
 from ops import counts
 from services.workflow import Workflow
 from tests.ops_support import exchange_in
@@ -49,6 +49,51 @@ def test_a_rolled_back_transition_counts_nothing(wf: Workflow, funded_account: u
 
 
 @pytest.mark.postgres
+def test_a_fold_moves_the_deltas_into_the_totals_and_the_counts_stay_the_same(
+        wf: Workflow, funded_account: uuid.UUID) -> None:
+    for state in ("completed", "refunded", "pending"):
+        exchange_in(wf, funded_account, state, "10.00")
+    before = kept(wf.engine)
+    with wf.engine.begin() as conn:
+        counts.fold(conn)
+    assert kept(wf.engine) == before == truth(wf.engine)
+    if wf.engine.dialect.name == "postgresql":
+        with wf.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(exchange_state_deltas)).scalar_one() == 0
+
+
+@pytest.mark.postgres
+def test_concurrent_transitions_neither_deadlock_nor_miscount(pg_engine: Engine, bank_url: str) -> None:
+    from decimal import Decimal
+    from threading import Thread
+
+    from services.accounts import open_account
+    from tests.ops_support import make_workflow
+    from tests.workflow_support import accept
+
+    wf = make_workflow(pg_engine, bank_url)
+    account = open_account(pg_engine, "Concurrent", {"CAD": Decimal("100000.00")})
+    ids = [accept(pg_engine, account, "1.00") for _ in range(24)]
+    errors: list[BaseException] = []
+
+    def run(chunk: list[uuid.UUID]) -> None:
+        try:
+            for exchange_id in chunk:
+                assert drive(wf, exchange_id) == "completed"
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [Thread(target=run, args=(ids[i::6],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert kept(pg_engine) == truth(pg_engine)
+    assert kept(pg_engine)["completed"] == len(ids)
+
+
+@pytest.mark.postgres
 def test_reading_the_counts_does_not_read_the_exchanges(pg_engine: Engine) -> None:
     statements: list[str] = []
     event.listen(pg_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
@@ -63,6 +108,7 @@ def test_true_up_recounts_after_a_load_that_bypassed_the_trigger(wf: Workflow, f
     exchange_in(wf, funded_account, "completed", "10.00")
     with wf.engine.begin() as conn:
         conn.execute(exchange_state_counts.delete())  # as a restore without the counts would leave them
+        conn.execute(exchange_state_deltas.delete())
     assert kept(wf.engine)["completed"] == 0
     with wf.engine.begin() as conn:
         assert counts.true_up(conn) == {"completed": 1}

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, text
 from harness.databases import POSTGRES_ADMIN_URL, ScratchDatabase, scratch_name
 from infra.database import make_engine
 from infra.migrate import upgrade
+from ops import counts
 from services.accounts import open_account
 
 #: Rows per seeding statement: big enough to be quick, small enough to show progress.
@@ -63,6 +64,8 @@ def seed(engine: Engine, account: str, start: int, stop: int) -> None:
                      LATERAL (SELECT now() - interval '30 days' + i * interval '1 millisecond') AS at(t)
             """), {"low": low, "high": high})
         print(f"  seeded {high:,} exchanges", file=sys.stderr, flush=True)
+    with engine.begin() as conn:
+        counts.fold(conn)  # as the reconciler's next pass does
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
 

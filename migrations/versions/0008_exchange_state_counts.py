@@ -10,38 +10,39 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from models.base import BigId
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-#: Slots per state: concurrent transitions into one state pick one at random, so they rarely
-#: queue on one row lock until their commits.
-SLOTS = 16
-
-
 def upgrade() -> None:
     op.create_table(
         "exchange_state_counts",
         sa.Column("state", sa.String(20), primary_key=True),
-        sa.Column("slot", sa.Integer(), primary_key=True),
         sa.Column("n", sa.BigInteger(), nullable=False, server_default="0"),
+    )
+    # Appended to by the trigger, folded into the counts by the reconciler: no row is ever
+    # updated by two transactions, so counting takes no lock a transition could wait on.
+    op.create_table(
+        "exchange_state_deltas",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("delta", sa.Integer(), nullable=False),
     )
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite (the embedded mode) counts the table itself: it is small there
     op.execute(
-        f"""
+        """
         CREATE FUNCTION exchange_state_counts_track() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE
-            pick integer := floor(random() * {SLOTS})::integer;
         BEGIN
-            IF TG_OP IN ('UPDATE', 'DELETE') THEN
-                INSERT INTO exchange_state_counts AS c (state, slot, n) VALUES (OLD.state, pick, -1)
-                    ON CONFLICT (state, slot) DO UPDATE SET n = c.n - 1;
-            END IF;
-            IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                INSERT INTO exchange_state_counts AS c (state, slot, n) VALUES (NEW.state, pick, 1)
-                    ON CONFLICT (state, slot) DO UPDATE SET n = c.n + 1;
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO exchange_state_deltas (state, delta) VALUES (NEW.state, 1);
+            ELSIF TG_OP = 'DELETE' THEN
+                INSERT INTO exchange_state_deltas (state, delta) VALUES (OLD.state, -1);
+            ELSE
+                INSERT INTO exchange_state_deltas (state, delta) VALUES (OLD.state, -1), (NEW.state, 1);
             END IF;
             RETURN NULL;
         END $$;
@@ -51,7 +52,7 @@ def upgrade() -> None:
             FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
             EXECUTE FUNCTION exchange_state_counts_track();
         LOCK TABLE exchanges IN SHARE MODE;
-        INSERT INTO exchange_state_counts (state, slot, n) SELECT state, 0, count(*) FROM exchanges GROUP BY state;
+        INSERT INTO exchange_state_counts (state, n) SELECT state, count(*) FROM exchanges GROUP BY state;
         """
     )
 
@@ -61,4 +62,5 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS exchange_state_counts_moves ON exchanges")
         op.execute("DROP TRIGGER IF EXISTS exchange_state_counts_rows ON exchanges")
         op.execute("DROP FUNCTION IF EXISTS exchange_state_counts_track()")
+    op.drop_table("exchange_state_deltas")
     op.drop_table("exchange_state_counts")
