@@ -102,16 +102,21 @@ def test_reading_the_counts_does_not_read_the_exchanges(pg_engine: Engine) -> No
     assert statements and not any(" exchanges" in s.replace("exchange_state_counts", "") for s in statements)
 
 
-def test_true_up_recounts_after_a_load_that_bypassed_the_trigger(wf: Workflow, funded_account: uuid.UUID) -> None:
-    if wf.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite counts the table itself: nothing to true up")
-    exchange_in(wf, funded_account, "completed", "10.00")
-    with wf.engine.begin() as conn:
+@pytest.mark.postgres
+def test_true_up_recounts_after_a_load_that_bypassed_the_trigger(pg_engine: Engine, bank_url: str) -> None:
+    from decimal import Decimal
+
+    from services.accounts import open_account
+    from tests.ops_support import make_workflow
+
+    wf = make_workflow(pg_engine, bank_url)
+    exchange_in(wf, open_account(pg_engine, "Restored", {"CAD": Decimal("100.00")}), "completed", "10.00")
+    with pg_engine.begin() as conn:
         conn.execute(exchange_state_counts.delete())  # as a restore without the counts would leave them
         conn.execute(exchange_state_deltas.delete())
-    assert kept(wf.engine)["completed"] == 0
-    with wf.engine.begin() as conn:
+    assert kept(pg_engine)["completed"] == 0
+    with pg_engine.begin() as conn:
         assert counts.true_up(conn) == {"completed": 1}
-    assert kept(wf.engine) == truth(wf.engine)
-    with wf.engine.begin() as conn:
+    assert kept(pg_engine) == truth(pg_engine)
+    with pg_engine.begin() as conn:
         assert counts.true_up(conn) == {}  # nothing to correct
