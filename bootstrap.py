@@ -103,15 +103,16 @@ def build_relay(settings: Settings, engine: Engine, broker: dramatiq.Broker | No
     """Redis gets pipelined batches; RabbitMQ and the embedded broker publish through `broker`."""
     if broker is None and not settings.broker_url.startswith(("redis://", "rediss://")):
         broker = build_broker(settings)
+    waiter: Waiter
+    leadership = None
     if is_postgres(engine):
         # Any number of relay processes; one publishes at a time.
-        waiter: Waiter = ListenWaiter(engine)
+        waiter = ListenWaiter(engine)
         leadership = Leadership(engine, lease=timedelta(seconds=settings.relay_lease_seconds))
-        return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings), waiter=waiter,
-                     leadership=leadership)
-    # SQLite: the embedded mode's one relay, in the one process.
-    return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings),
-                 waiter=PollWaiter(engine))
+    else:
+        waiter = PollWaiter(engine)  # SQLite: the embedded mode's one relay, in the one process
+    return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings), waiter=waiter,
+                 leadership=leadership)
 
 
 @dataclass

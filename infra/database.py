@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
@@ -124,6 +125,11 @@ def single_read(engine: Engine) -> Connection:
     if is_postgres(engine):
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
     return conn
+
+
+def insert_on_conflict(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into `table` that takes ON CONFLICT, in the connection's dialect (both have it)."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from infra.database import insert_on_conflict
 from models import ops_checks
 
 #: The reconciler's comparison of our ledger with the bank's record.
@@ -33,8 +33,7 @@ def record(engine: Engine, name: str, *, now: datetime, error: str | None = None
     if error is None:
         values["last_success_at"] = now
     with engine.begin() as conn:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(ops_checks).values(**values)
+        statement = insert_on_conflict(conn, ops_checks).values(**values)
         conn.execute(statement.on_conflict_do_update(
             index_elements=[ops_checks.c.name],
             set_={k: statement.excluded[k] for k in values if k != "name"}))

@@ -19,8 +19,8 @@ from importlib import metadata
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from infra.database import insert_on_conflict
 from models import process_heartbeats as hb
 from models.base import utcnow
 
@@ -64,8 +64,7 @@ class Heartbeat:
                "version": version(), "started_at": self.started_at, "beat_at": now, "stopped_at": None,
                "holding": self.holding() if self.holding else None}
         with self.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            statement = dialect.insert(hb).values(**row)
+            statement = insert_on_conflict(conn, hb).values(**row)
             conn.execute(statement.on_conflict_do_update(
                 index_elements=[hb.c.id],
                 set_={k: statement.excluded[k] for k in ("version", "started_at", "beat_at", "stopped_at", "holding")}))

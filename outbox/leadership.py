@@ -21,9 +21,9 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import Engine, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from infra.database import insert_on_conflict
 from models import relay_leases as t
 from models.base import utcnow
 
@@ -56,8 +56,7 @@ class Leadership:
             with self.engine.begin() as conn:
                 if not self._row_known:
                     # The migration writes the row; a schema made another way may lack it.
-                    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                    conn.execute(dialect.insert(t).values(name=LEASE_NAME).on_conflict_do_nothing())
+                    conn.execute(insert_on_conflict(conn, t).values(name=LEASE_NAME).on_conflict_do_nothing())
                     self._row_known = True
                 won = conn.execute(
                     update(t)

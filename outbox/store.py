@@ -88,7 +88,7 @@ def purge_published(conn: Connection, *, older_than: datetime, limit: int) -> in
 def stats(conn: Connection, *, now: datetime) -> OutboxStats:
     """Two statements, each answered from its partial index: the backlog's rows and the last
     minute's, never the whole outbox (which holds RELAY_RETENTION_HOURS of history)."""
-    backlog = conn.execute(
+    unpublished, due, oldest, failing = conn.execute(
         select(
             func.count(),
             func.count().filter(t.c.available_at <= now),
@@ -98,16 +98,14 @@ def stats(conn: Connection, *, now: datetime) -> OutboxStats:
     ).one()
     recent = conn.execute(select(func.count()).where(t.c.published_at.is_not(None),
                                                      t.c.published_at >= now - timedelta(minutes=1))).scalar_one()
-    row = (backlog[0], backlog[1], backlog[2], recent, backlog[3])
-    oldest = row[2]
     if oldest is not None and oldest.tzinfo is None:  # SQLite's aggregate bypasses the column type
         from datetime import UTC
 
         oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
     return OutboxStats(
-        unpublished=row[0],
-        due=row[1],
+        unpublished=unpublished,
+        due=due,
         oldest_unpublished_age_seconds=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
-        published_last_minute=row[3],
-        failing=row[4],
+        published_last_minute=recent,
+        failing=failing,
     )

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 
 from models import outbox_messages
 from models.base import utcnow
@@ -56,11 +56,14 @@ def enqueue(
     return message_id
 
 
+#: Built once: every handed-off step runs it.
+_TAKE = (update(outbox_messages)
+         .where(outbox_messages.c.id == bindparam("t_id"), outbox_messages.c.published_at.is_(None))
+         .values(published_at=bindparam("t_now")))
+
+
 def take(conn: Connection, message_id: uuid.UUID, *, now: datetime) -> bool:
     """Mark a message its writer delivered itself as published, in `conn`'s transaction, so the
     relay does not send it too; False when the relay already did (its copy is then a duplicate,
     which the step's claim acknowledges with no effect)."""
-    result = conn.execute(update(outbox_messages)
-                          .where(outbox_messages.c.id == message_id, outbox_messages.c.published_at.is_(None))
-                          .values(published_at=now))
-    return result.rowcount == 1
+    return conn.execute(_TAKE, {"t_id": message_id, "t_now": now}).rowcount == 1

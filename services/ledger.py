@@ -8,10 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import BindParameter, Connection, Insert, bindparam, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.ledger import Posting
 from errors import WorkflowError
+from infra.database import insert_on_conflict
 from models import balances, ledger_entries
 
 
@@ -64,8 +64,7 @@ def release_hold(conn: Connection, account_id: uuid.UUID, currency: str, amount:
 
 def add_available(conn: Connection, account_id: uuid.UUID, currency: str, amount: Decimal, now: datetime) -> None:
     """Credit a balance, creating the row for a currency the customer did not hold yet."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(balances).values(
+    statement = insert_on_conflict(conn, balances).values(
         account_id=account_id, currency=currency, available=amount, held=Decimal(0), updated_at=now
     )
     conn.execute(
