@@ -14,14 +14,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import dramatiq
 import pytest
-import redis
-from dramatiq import Worker
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 
-import bootstrap
 from app import create_app
 from domain import states as machine
 from harness.queues import forget_queue
@@ -31,12 +27,11 @@ from ops import dead_letters
 from outbox import failpoints
 from services.accounts import open_account
 from services.workflow import Workflow
-from tests.conftest import REDIS_URL, settings_for, unavailable
+from tests.conftest import settings_for
 from tests.ops_support import events, exchange_in, make_workflow, row_of
 from tests.support.browser import dump_dom, screenshot, served
 from tests.support.metrics import sample
-from tests.support.outbox_rows import unique_queue
-from tests.support.relay_redis import workflow_redis_url
+from tests.support.workers import fresh_queue, running_worker
 from tests.workflow_support import bank_server, run_step
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -64,31 +59,21 @@ def letters_now(broker_url: str, queue: str) -> list[dead_letters.DeadLetter]:
 
 @pytest.fixture
 def poisoned(pg_engine: Engine, tmp_path: Path) -> Iterator[Poisoned]:
-    broker_url, queue = workflow_redis_url(REDIS_URL), unique_queue("dead")
-    try:
-        forget_queue(broker_url, queue)
-    except redis.RedisError as error:
-        unavailable("Redis", error)
-    previous = dramatiq.get_broker()
+    broker_url, queue = fresh_queue("dead")
     with bank_server(tmp_path) as bank_url:
         wf = make_workflow(pg_engine, bank_url)
         settings = settings_for(pg_engine, broker_url=broker_url, queue_name=queue, step_max_retries=0,
                                 credit_max_attempts=1, bank_url=bank_url)
-        parts = bootstrap.build_worker(settings, workflow=wf)
-        worker = Worker(parts.broker, worker_threads=1, worker_timeout=100)
-        worker.start()
-        account = open_account(pg_engine, "Poisoned", {"CAD": Decimal("1000.00")})
-        exchange_id = exchange_in(wf, account, "quoted")
-        failpoints.load("step.debit.before_commit=raise")
-        try:
-            parts.actors[machine.DEBIT.actor].send("not-a-uuid")
-            parts.actors[machine.DEBIT.actor].send(str(exchange_id))
-            wait_until(lambda: len(letters_now(broker_url, queue)) == 2, WAIT_SECONDS, "two dead letters")
-        finally:
-            failpoints.load("")
-            worker.stop()
-            parts.broker.close()
-            dramatiq.set_broker(previous)
+        with running_worker(settings, wf) as parts:
+            account = open_account(pg_engine, "Poisoned", {"CAD": Decimal("1000.00")})
+            exchange_id = exchange_in(wf, account, "quoted")
+            failpoints.load("step.debit.before_commit=raise")
+            try:
+                parts.actors[machine.DEBIT.actor].send("not-a-uuid")
+                parts.actors[machine.DEBIT.actor].send(str(exchange_id))
+                wait_until(lambda: len(letters_now(broker_url, queue)) == 2, WAIT_SECONDS, "two dead letters")
+            finally:
+                failpoints.load("")
         app = create_app(settings)
         app.extensions["fx.engine"].dispose()
         app.extensions["fx.engine"] = pg_engine
@@ -97,7 +82,6 @@ def poisoned(pg_engine: Engine, tmp_path: Path) -> Iterator[Poisoned]:
             yield Poisoned(wf, app.test_client(), broker_url, queue, exchange_id, letters)
         finally:
             forget_queue(broker_url, queue)
-
 
 
 def audit(engine: Engine) -> list[tuple[str, str]]:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
 from infra.database import is_postgres
 from ops.processes import Heartbeat, ProcessRole
@@ -24,28 +22,14 @@ from outbox import writer
 from outbox.publisher import BrokerPublisher
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
+from tests.support.engine_events import counting
 
 POLL_SECONDS = 0.1
 INTERVALS = 10
 #: Short enough to notice at once whether a commit woke the waiter.
 SHORT_WAIT_SECONDS = 0.2
 RELAY_THREAD = "idle-relay"
-
-
-@contextmanager
-def statements(engine: Engine, thread_name: str | None = None) -> Iterator[list[int]]:
-    """Count the statements run on `engine` (by the thread named `thread_name`, if given)."""
-    counted = [0]
-
-    def before(*_: object) -> None:
-        if thread_name is None or threading.current_thread().name == thread_name:
-            counted[0] += 1
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield counted
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
+STATEMENTS = "before_cursor_execute"
 
 
 def waiter_for(engine: Engine) -> Waiter:
@@ -55,16 +39,16 @@ def waiter_for(engine: Engine) -> Waiter:
 def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(engine: Engine) -> None:
     config = RelayConfig(poll_interval_seconds=POLL_SECONDS)
     probe = Relay(engine, BrokerPublisher(StubBroker(middleware=[])), config)
-    with statements(engine) as per_batch:
+    with counting(engine, STATEMENTS) as per_batch:
         probe.run_once()
-    with statements(engine) as per_housekeeping:
+    with counting(engine, STATEMENTS) as per_housekeeping:
         probe.housekeeping()
     assert per_batch[0] >= 1
 
     waiter = waiter_for(engine)
     relay = Relay(engine, BrokerPublisher(StubBroker(middleware=[])), config, waiter=waiter)
     beat = Heartbeat(engine, ProcessRole.WORKER, interval_seconds=POLL_SECONDS / 4)
-    with statements(engine, RELAY_THREAD) as counted:
+    with counting(engine, STATEMENTS, RELAY_THREAD) as counted:
         loop = threading.Thread(target=relay.run, name=RELAY_THREAD, daemon=True)
         loop.start()
         beat.start()  # another process role committing on the same engine, four times per interval

@@ -10,10 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import dramatiq
 import pytest
-import redis
-from dramatiq import Worker
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
@@ -25,10 +22,9 @@ from harness.waits import wait_until
 from models.base import utcnow
 from services.accounts import open_account
 from services.workflow import Workflow
-from tests.conftest import REDIS_URL, settings_for, unavailable
+from tests.conftest import settings_for
 from tests.ops_support import exchange_in, row_of
-from tests.support.outbox_rows import unique_queue
-from tests.support.relay_redis import workflow_redis_url
+from tests.support.workers import fresh_queue, running_worker
 from tests.workflow_support import bank_server, run_step
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -48,36 +44,26 @@ class Retrying:
 
 @pytest.fixture
 def retrying(pg_engine: Engine, tmp_path: Path) -> Iterator[Retrying]:
-    broker_url, queue = workflow_redis_url(REDIS_URL), unique_queue("retry-clock")
-    try:
-        forget_queue(broker_url, queue)
-    except redis.RedisError as error:
-        unavailable("Redis", error)
-    previous = dramatiq.get_broker()
+    broker_url, queue = fresh_queue("retry-clock")
     with bank_server(tmp_path) as bank_url:
         settings = settings_for(pg_engine, broker_url=broker_url, queue_name=queue, bank_url=bank_url,
                                 step_min_backoff_ms=MIN_BACKOFF_MS, step_max_backoff_ms=MAX_BACKOFF_MS)
         wf = bootstrap.build_workflow(settings, pg_engine, bootstrap.build_bank(settings))
-        parts = bootstrap.build_worker(settings, workflow=wf)
-        worker = Worker(parts.broker, worker_threads=1, worker_timeout=100)
-        worker.start()
         try:
-            account = open_account(pg_engine, "Retried", {"CAD": Decimal("1000.00")})
-            exchange_id = exchange_in(wf, account, "debited")
-            wf.bank.set_faults(down=True)
-            sent_at = utcnow()
-            parts.actors[machine.CREDIT.actor].send(str(exchange_id), 0)
-            wait_until(lambda: row_of(pg_engine, exchange_id).next_attempt_at is not None, WAIT_SECONDS,
-                       "the retry's time on the exchange")
-            app = create_app(settings)
-            app.extensions["fx.engine"].dispose()
-            app.extensions["fx.engine"] = pg_engine
-            yield Retrying(wf, app.test_client(), exchange_id, sent_at)
+            with running_worker(settings, wf) as parts:
+                account = open_account(pg_engine, "Retried", {"CAD": Decimal("1000.00")})
+                exchange_id = exchange_in(wf, account, "debited")
+                wf.bank.set_faults(down=True)
+                sent_at = utcnow()
+                parts.actors[machine.CREDIT.actor].send(str(exchange_id), 0)
+                wait_until(lambda: row_of(pg_engine, exchange_id).next_attempt_at is not None, WAIT_SECONDS,
+                           "the retry's time on the exchange")
+                app = create_app(settings)
+                app.extensions["fx.engine"].dispose()
+                app.extensions["fx.engine"] = pg_engine
+                yield Retrying(wf, app.test_client(), exchange_id, sent_at)
         finally:
             wf.bank.reset_faults()
-            worker.stop()
-            parts.broker.close()
-            dramatiq.set_broker(previous)
             forget_queue(broker_url, queue)
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import Engine, event, func, select, update
+from sqlalchemy import func, select, update
 
 from domain import states as machine
 from harness import invariants
@@ -25,6 +23,7 @@ from models.base import utcnow
 from outbox import failpoints
 from services.workflow import STEPS, Delivery, StepResult, Workflow
 from tests.ops_support import handing_off, stepwise
+from tests.support.engine_events import counting
 from tests.workflow_support import accept, state_of
 
 #: What the design says a happy exchange costs: its relayed messages, and the worker's transactions
@@ -36,20 +35,6 @@ WORKER_TRANSACTIONS_PER_EXCHANGE = 3
 @pytest.fixture
 def wf(wf: Workflow) -> Workflow:
     return handing_off(wf)
-
-
-@contextmanager
-def counted_commits(engine: Engine) -> Iterator[list[int]]:
-    commits = [0]
-
-    def on_commit(conn: object) -> None:
-        commits[0] += 1
-
-    event.listen(engine, "commit", on_commit)
-    try:
-        yield commits
-    finally:
-        event.remove(engine, "commit", on_commit)
 
 
 def deliver_outbox(wf: Workflow, *, twice: bool = False, commits: list[int] | None = None,
@@ -71,7 +56,7 @@ def deliver_outbox(wf: Workflow, *, twice: bool = False, commits: list[int] | No
                          .values(published_at=func.now()))
         delivery = Delivery(uuid.UUID(row.payload["exchange_id"]), "graph-worker", row.id,
                             epoch=row.payload.get("epoch", 0))
-        with counted_commits(wf.engine) as counted:
+        with counting(wf.engine, "commit") as counted:
             for _ in range(2 if twice else 1):
                 STEPS[row.actor](wf, delivery)
         if commits is not None:
