@@ -111,8 +111,8 @@ def build_relay(settings: Settings, engine: Engine, broker: dramatiq.Broker | No
         leadership = Leadership(engine, lease=timedelta(seconds=settings.relay_lease_seconds))
     else:
         waiter = PollWaiter(engine)  # SQLite: the embedded mode's one relay, in the one process
-    return Relay(engine, publisher_for(settings.broker_url, broker), relay_config(settings), waiter=waiter,
-                 leadership=leadership)
+    publisher = publisher_for(settings.broker_url, broker, wakeups=settings.broker_wakeups)
+    return Relay(engine, publisher, relay_config(settings), waiter=waiter, leadership=leadership)
 
 
 @dataclass

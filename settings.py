@@ -103,6 +103,9 @@ class Settings:
     step_time_limit_ms: int = _env("STEP_TIME_LIMIT_MS", 60_000, 100)
     broker_heartbeat_timeout_ms: int = _env("BROKER_HEARTBEAT_TIMEOUT_MS", 15_000, 1000)
     broker_maintenance_chance: int = _env("BROKER_MAINTENANCE_CHANCE", 100_000, 1)
+    #: Redis only: each enqueue wakes the queue's idle consumers (infra/waking_redis.py);
+    #: off, a consumer finds a message at its next poll, as Dramatiq's own does.
+    broker_wakeups: bool = _env("BROKER_WAKEUPS", True)
 
     def __post_init__(self) -> None:
         bank_call = self.bank_connect_timeout_seconds + self.bank_read_timeout_seconds

@@ -21,7 +21,11 @@ def _broker_for(settings: Settings) -> dramatiq.Broker:
     if url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(
+        from infra.waking_redis import WakingRedisBroker
+
+        # Each enqueue wakes the idle consumers: a hop costs no poll interval (infra/waking_redis.py).
+        broker_class = WakingRedisBroker if settings.broker_wakeups else RedisBroker
+        return broker_class(
             url=url,
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
             maintenance_chance=settings.broker_maintenance_chance,

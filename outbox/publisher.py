@@ -69,13 +69,17 @@ class RedisPipelinePublisher:
     them, so standard Dramatiq workers consume them.
     """
 
-    def __init__(self, url: str, *, namespace: str = "dramatiq") -> None:
+    def __init__(self, url: str, *, namespace: str = "dramatiq", wakeups: bool = True) -> None:
         from dramatiq.brokers.redis import RedisBroker
+
+        from infra.waking_redis import WakingRedisBroker
 
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self.pipeline = self.client.pipeline(transaction=False)
-        # No middleware: publishing needs none, and workers apply the actors' options.
-        self.broker = RedisBroker(client=self.pipeline, namespace=namespace, middleware=[])
+        # No middleware: publishing needs none, and workers apply the actors' options. With
+        # wake-ups, each enqueue's PUBLISH rides in the same pipeline: still one round trip.
+        broker_class = WakingRedisBroker if wakeups else RedisBroker
+        self.broker = broker_class(client=self.pipeline, namespace=namespace, middleware=[])
         # Dramatiq asks Redis for its Lua stack size once per process and caches it on
         # the class; asked through a pipeline it would get the pipeline back.
         self._direct = RedisBroker(client=self.client, namespace=namespace, middleware=[])
@@ -99,10 +103,11 @@ class RedisPipelinePublisher:
         self.client.close()
 
 
-def publisher_for(broker_url: str, broker: dramatiq.Broker | None = None) -> Publisher:
-    """Redis gets the pipelined publisher; anything else publishes through `broker`."""
+def publisher_for(broker_url: str, broker: dramatiq.Broker | None = None, *, wakeups: bool = True) -> Publisher:
+    """Redis gets the pipelined publisher (waking idle consumers unless `wakeups` is off);
+    anything else publishes through `broker`."""
     if broker_url.startswith(("redis://", "rediss://")):
-        return RedisPipelinePublisher(broker_url)
+        return RedisPipelinePublisher(broker_url, wakeups=wakeups)
     if broker is None:
         raise ValueError("a broker is needed for " + (broker_url or "the embedded mode"))
     return BrokerPublisher(broker)
