@@ -80,6 +80,8 @@ class Settings:
     #: An open exchange with no progress for this long is stuck: listed, and re-enqueued.
     stuck_after_seconds: float = _env("STUCK_AFTER_SECONDS", 120.0, 1.0)
     reconcile_interval_seconds: float = _env("RECONCILE_INTERVAL_SECONDS", 30.0, 0.1)
+    #: How often a reconciler pass judges every settled exchange rather than what changed since the last.
+    reconcile_full_interval_seconds: float = _env("RECONCILE_FULL_INTERVAL_SECONDS", 86_400.0, 1.0)
     #: Workers, relays and reconcilers write a heartbeat this often...
     heartbeat_interval_seconds: float = _env("HEARTBEAT_INTERVAL_SECONDS", 5.0, 0.1)
     #: ...and count as dead once their last one is older than this.

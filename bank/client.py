@@ -18,8 +18,8 @@ from errors import BankError
 
 T = TypeVar("T")
 
-__all__ = ["BankAnswerUnreadable", "BankClient", "BankError", "BankOutcomeUnknown", "BankRecord", "BankRejected",
-           "BankTransfer", "BankUnavailable"]
+__all__ = ["BankAnswerUnreadable", "BankChanges", "BankClient", "BankError", "BankOutcomeUnknown", "BankRecord",
+           "BankRejected", "BankTransfer", "BankUnavailable"]
 
 
 
@@ -55,6 +55,16 @@ class BankRecord:
     status: str
     amount: Decimal
     currency: str
+    #: Its place in the bank's change feed (`BankClient.changes`).
+    change_seq: int = 0
+
+
+@dataclass(frozen=True)
+class BankChanges:
+    """One page of the bank's change feed: the transfers, and the place to ask from next."""
+
+    records: list[BankRecord]
+    cursor: int
 
 
 class BankClient:
@@ -121,6 +131,17 @@ class BankClient:
             BankRecord(t["id"], t["reference"], t["status"], Decimal(t["amount"]), t["currency"])
             for t in body["transfers"]
         ])
+
+    def changes(self, *, after: int, limit: int = 1000) -> BankChanges:
+        """Transfers applied, voided or reversed after place `after` of the bank's change feed."""
+        response = self._call("GET", "/transfers/changes", params={"after": after, "limit": limit})
+        if response.status_code >= 400:
+            raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
+        return _read(response, lambda body: BankChanges(
+            [BankRecord(t["id"], t["reference"], t["status"], Decimal(t["amount"]), t["currency"], int(t["change_seq"]))
+             for t in body["transfers"]],
+            int(body["cursor"]),
+        ))
 
     def reverse(self, transfer_id: str) -> BankTransfer:
         """Take an applied transfer back at the bank (what its staff do to fix a wrong payment)."""

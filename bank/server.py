@@ -5,6 +5,7 @@
     POST /transfers/<id>/reverse  takes an applied transfer back (a recall, done at the bank by hand)
     GET  /transfers/by-key/<k> the bank's record for a key (404 if none)
     GET  /transfers?reference=<exchange id>
+    GET  /transfers/changes?after=<n>&limit=<m>  transfers changed after place n of the change feed
     GET|POST /_faults          read / change the fault controls; POST /_faults/reset
 
 Contract for clients: 2xx means applied (and recorded), 4xx and 5xx mean NOT applied;
@@ -119,6 +120,25 @@ def transfers_by_reference() -> Any:
     reference = request.args.get("reference")
     transfers = _store().by_reference(reference) if reference else _store().all_applied()
     return jsonify(transfers=[t.as_json() for t in transfers])
+
+
+#: The most transfers one page of the change feed holds.
+MAX_CHANGES_PAGE = 1000
+
+
+@bp.get("/transfers/changes")
+def transfer_changes() -> Any:
+    if _faults().snapshot().down:
+        return problem(503, "bank unavailable")
+    try:
+        after = int(request.args.get("after", "0"))
+        limit = int(request.args.get("limit", str(MAX_CHANGES_PAGE)))
+    except ValueError:
+        return problem(400, "after and limit must be whole numbers")
+    if after < 0 or not 1 <= limit <= MAX_CHANGES_PAGE:
+        return problem(400, f"after must be >= 0 and limit between 1 and {MAX_CHANGES_PAGE}")
+    changed = _store().changes_after(after, limit)
+    return jsonify(transfers=[t.as_json() for t in changed], cursor=changed[-1].change_seq if changed else after)
 
 
 @bp.get("/_faults")

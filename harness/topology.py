@@ -33,7 +33,7 @@ from harness.net import free_private_port
 from harness.processes import BIN, START_TIMEOUT_SECONDS, Process, ProcessGroup, clean_environment
 from harness.relay_thread import RelayThread
 from harness.waits import wait_until
-from harness.worker_logs import WORKER_READY_MARKER
+from harness.worker_logs import WORKER_MAIN_READY_MARKER, WORKER_READY_MARKER
 from outbox.publisher import Publisher
 from settings import Settings
 
@@ -167,7 +167,10 @@ class Topology:
                    "--worker-shutdown-timeout", str(self.layout.worker_shutdown_timeout_ms)]
         if verbose:
             command.append("--verbose")
-        return self._start(f"worker-{name}", "worker", command, env, WORKER_READY_MARKER, wait)
+        worker = self._start(f"worker-{name}", "worker", command, env, WORKER_READY_MARKER, wait)
+        if wait:
+            worker.wait_for_output(WORKER_MAIN_READY_MARKER, worker.starts)
+        return worker
 
     def start_relay(self, name: str, *, broker_url: str | None = None, batch_size: int | None = None,
                     failpoints: str | None = None, extra: Mapping[str, str] | None = None,

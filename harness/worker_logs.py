@@ -10,6 +10,9 @@ from harness.processes import Process
 
 #: What Dramatiq logs once a forked worker process consumes; it names that process's pid.
 WORKER_READY_MARKER = "Worker process is ready for action."
+#: What Dramatiq's main process logs once it relays its children's output: a forked process that
+#: dies before then (it can consume at once) may die without the main process saying so.
+WORKER_MAIN_READY_MARKER = "is booting up."
 #: What Dramatiq's Redis consumer logs when a message id it fetched has no data any more:
 #: another copy of the same message id was acknowledged first (a duplicate delivery dropped).
 DROPPED_DUPLICATE_MARKER = "Found 'None' message in message cache"

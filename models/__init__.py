@@ -7,7 +7,7 @@ from models.exchange import Exchange, ExchangeEvent, ExchangeStateCount, Exchang
 from models.ledger import LedgerEntry
 from models.operations import OperatorAction, OpsCheck, ProcessHeartbeat
 from models.outbox import OutboxMessage, RelayLease
-from models.reconciliation import ReconciliationFinding
+from models.reconciliation import BankStatementLine, ReconciliationFinding
 
 accounts = Account.__table__
 api_keys = ApiKey.__table__
@@ -21,6 +21,7 @@ ledger_entries = LedgerEntry.__table__
 outbox_messages = OutboxMessage.__table__
 relay_leases = RelayLease.__table__
 reconciliation_findings = ReconciliationFinding.__table__
+bank_statement_lines = BankStatementLine.__table__
 process_heartbeats = ProcessHeartbeat.__table__
 ops_checks = OpsCheck.__table__
 operator_actions = OperatorAction.__table__
@@ -31,6 +32,7 @@ __all__ = [
     "AccountStatus",
     "ApiKey",
     "Balance",
+    "BankStatementLine",
     "Base",
     "Customer",
     "Exchange",
@@ -44,6 +46,7 @@ __all__ = [
     "accounts",
     "api_keys",
     "balances",
+    "bank_statement_lines",
     "customers",
     "exchange_events",
     "exchange_state_counts",

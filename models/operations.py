@@ -42,6 +42,9 @@ class OpsCheck(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Why the last attempt could not run (None when it did).
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: How far its last full run reached, for a check that each run continues from there (the
+    #: bank comparison: exchanges settled before this instant have been judged).
+    covered_through: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class OperatorAction(Base):

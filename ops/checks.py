@@ -27,16 +27,25 @@ class CheckState:
         return self.last_error is None
 
 
-def record(engine: Engine, name: str, *, now: datetime, error: str | None = None) -> None:
-    """One attempt of check `name`: it ran to the end (`error` None), or it could not, and why."""
-    values = {"name": name, "last_attempt_at": now, "last_error": error[:2000] if error else None}
+def record(engine: Engine, name: str, *, now: datetime, error: str | None = None,
+           covered_through: datetime | None = None) -> None:
+    """One attempt of check `name`: it ran to the end (`error` None), or it could not, and why.
+    A run to the end may say how far it reached (`covered_through`), for the next run to go on from."""
+    values: dict[str, object] = {"name": name, "last_attempt_at": now, "last_error": error[:2000] if error else None}
     if error is None:
         values["last_success_at"] = now
+        if covered_through is not None:
+            values["covered_through"] = covered_through
     with engine.begin() as conn:
         statement = insert_on_conflict(conn, ops_checks).values(**values)
         conn.execute(statement.on_conflict_do_update(
             index_elements=[ops_checks.c.name],
             set_={k: statement.excluded[k] for k in values if k != "name"}))
+
+
+def covered_through(conn: Connection, name: str) -> datetime | None:
+    """How far the check's runs have reached; None if no run ever said."""
+    return conn.execute(select(ops_checks.c.covered_through).where(ops_checks.c.name == name)).scalar()
 
 
 def state_of(conn: Connection, name: str) -> CheckState | None:

@@ -37,9 +37,11 @@ class FindingsChange:
     resolved: list[tuple[uuid.UUID | None, str, str]] = field(default_factory=list)  # (exchange, kind, subject)
 
 
-def record_pass(engine: Engine, found: list[Finding], *, judged: Collection[str], now: datetime) -> FindingsChange:
+def record_pass(engine: Engine, found: list[Finding], *, judged: Collection[str], now: datetime,
+                judged_strangers: Collection[str] | None = None) -> FindingsChange:
     """Store what a pass `found`; resolve the open findings it no longer finds about the exchanges it
-    `judged` (their ids), and about bank transfers for no exchange (the pass saw every applied one)."""
+    `judged` (their ids), and about bank transfers for no exchange: those in `judged_strangers`
+    (subjects), or every one when None (the pass saw every applied transfer)."""
     change = FindingsChange()
     with engine.begin() as conn:
         open_rows = {(r.subject, r.kind): r for r in conn.execute(
@@ -53,7 +55,9 @@ def record_pass(engine: Engine, found: list[Finding], *, judged: Collection[str]
             change.opened.append(finding)
         still = {(f.subject, f.kind) for f in found}
         for key, row in open_rows.items():
-            if key not in still and (row.exchange_id is None or row.subject in judged):
+            stranger = row.exchange_id is None
+            if key not in still and (row.subject in judged if not stranger else
+                                     judged_strangers is None or row.subject in judged_strangers):
                 _resolve(conn, row, RECONCILER, "a later pass no longer finds it", now)
                 change.resolved.append((row.exchange_id, row.kind, row.subject))
     return change

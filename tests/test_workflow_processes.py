@@ -10,6 +10,7 @@ Durations are never asserted; every wait has a deadline.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -45,8 +46,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 SETTLE_TIMEOUT_SECONDS = 60.0
 #: Deadline for the 500-exchange run under random faults to settle.
 CHAOS_SETTLE_TIMEOUT_SECONDS = 180.0
-#: What Dramatiq's main process logs when its worker process dies of a signal.
-WORKER_DIED_OF_SIGKILL = "exited unexpectedly (code -9)"
 #: Dramatiq's exit code when one of its worker processes was killed.
 DRAMATIQ_RET_KILLED = 1
 #: The successes in a completed exchange's timeline: each step once, and the receipt.
@@ -198,6 +197,14 @@ def test_credits_that_time_out_after_the_bank_applied_them_are_replayed_and_paid
         assert credited.detail["replayed"] is (exchange_id in timed_out), credited
 
 
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 # 3. A worker killed after the bank paid -------------------------------------------------------
 
 
@@ -212,7 +219,9 @@ def test_a_worker_killed_between_the_bank_and_the_commit_is_taken_over_and_credi
 
     ids = exchange_many(topology, [account], 3)
     assert doomed.wait_exit(SETTLE_TIMEOUT_SECONDS) == DRAMATIQ_RET_KILLED
-    assert WORKER_DIED_OF_SIGKILL in doomed.output()
+    # Gone, and not by its own hand: the main process exits RET_KILLED when a child dies of a signal.
+    # (Its "exited unexpectedly (code -9)" line can be lost: Dramatiq's log relay stops as it exits.)
+    assert not process_exists(doomed_pid)
     # The bank paid, our ledger has not heard of it: the exchange is still debited, claimed by the dead.
     paid = {uuid.UUID(t.reference) for t in bank.all_applied()}
     assert paid, "the worker died before any bank call"

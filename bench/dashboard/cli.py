@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.dashboard [--exchanges 1000000] [--baseline 10000] [--repeat 20]
 
 Seeds a scratch database with `--baseline` settled exchanges (each with its timeline entries and
-its published outbox message), times `/ops/`, one exchange's page, `/metrics` and the
-reconciler's stuck-exchange pass; then grows the history to `--exchanges` and times them again.
+its published outbox message), times `/ops/`, one exchange's page, `/metrics`, the reconciler's
+stuck-exchange pass and its bank comparison (the pass that runs every interval, judging what
+settled or changed at the bank since the last one, and the full one it runs once a day), against
+the real bank service in a thread; then grows the history to `--exchanges` and times them again.
 The two columns, measured in the same run, show whether a cost follows the history or not.
 """
 
@@ -15,21 +17,43 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import Engine, text
+from werkzeug.serving import make_server
 
+from bank.client import BankClient
+from bank.server import create_app as create_bank
 from harness.databases import POSTGRES_ADMIN_URL, ScratchDatabase, scratch_name
 from infra.database import make_engine
 from infra.migrate import upgrade
+from models.base import utcnow
 from ops import counts
 from services.accounts import open_account
 
 #: Rows per seeding statement: big enough to be quick, small enough to show progress.
 CHUNK = 200_000
+SETTLE_AFTER = timedelta(minutes=2)
+#: The full comparison reads all history: timed fewer times.
+FULL_REPEAT = 3
+
+
+@contextmanager
+def bank_service(directory: str) -> Iterator[BankClient]:
+    """The real bank service on a free port, in a thread, with an empty SQLite file."""
+    server = make_server("127.0.0.1", 0, create_bank(os.path.join(directory, "bank.db")), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield BankClient(f"http://127.0.0.1:{server.server_port}", connect_timeout=2, read_timeout=10)
+    finally:
+        server.shutdown()
 
 
 def seed(engine: Engine, account: str, start: int, stop: int) -> None:
@@ -80,9 +104,9 @@ def median_ms(call: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def measure(engine: Engine, url: str, repeat: int, some_exchange: str) -> dict[str, float]:
+def measure(engine: Engine, url: str, repeat: int, some_exchange: str, bank: BankClient) -> dict[str, float]:
     from app import create_app
-    from ops.reconciler import requeue_stuck
+    from ops.reconciler import compare_ledger, requeue_stuck
     from settings import Settings
 
     app = create_app(Settings(database_url=url))
@@ -100,6 +124,10 @@ def measure(engine: Engine, url: str, repeat: int, some_exchange: str) -> dict[s
         "GET /metrics": median_ms(get("/metrics"), repeat),
         "reconciler: stuck-exchange pass": median_ms(
             lambda: requeue_stuck(engine, stuck_after=timedelta(minutes=2), queue="exchanges"), repeat),
+        "reconciler: bank comparison, each pass": median_ms(
+            lambda: compare_ledger(engine, bank, settle_after=SETTLE_AFTER, now=utcnow(), full=False), repeat),
+        "reconciler: bank comparison, full (daily)": median_ms(
+            lambda: compare_ledger(engine, bank, settle_after=SETTLE_AFTER, now=utcnow(), full=True), FULL_REPEAT),
     }
     app.extensions["fx.engine"].dispose()
     return figures
@@ -121,9 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         account = str(open_account(engine, "bench-dashboard", {"CAD": Decimal("1000")}))
         seed(engine, account, 0, args.baseline)
         some = engine.connect().execute(text("SELECT id FROM exchanges LIMIT 1")).scalar_one()
-        small = measure(engine, db.url, args.repeat, str(some))
-        seed(engine, account, args.baseline, args.exchanges)
-        large = measure(engine, db.url, args.repeat, str(some))
+        with tempfile.TemporaryDirectory() as directory, bank_service(directory) as bank:
+            small = measure(engine, db.url, args.repeat, str(some), bank)
+            seed(engine, account, args.baseline, args.exchanges)
+            large = measure(engine, db.url, args.repeat, str(some), bank)
         engine.dispose()
     out = sys.stdout.write
     out(f"\nOperators' pages and scrapes as history grows (PostgreSQL, {os.cpu_count()} cores; median of "
