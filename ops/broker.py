@@ -47,6 +47,31 @@ def read(broker_url: str, queue: str) -> BrokerView:
     return BrokerView("in-process", up=True)
 
 
+def reachable(broker_url: str, *, timeout: float = 1.0) -> bool:
+    """Whether the broker answers at all: a PING, or an AMQP connection opened and closed."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+    if broker_url.startswith(("amqp://", "amqps://")):
+        import pika
+        import pika.exceptions
+
+        parameters = pika.URLParameters(broker_url)
+        parameters.socket_timeout = parameters.blocked_connection_timeout = timeout
+        parameters.connection_attempts = 1
+        try:
+            pika.BlockingConnection(parameters).close()
+        except (pika.exceptions.AMQPError, OSError):
+            return False
+        return True
+    return True  # the embedded broker lives in this process
+
+
 def _redis(url: str, queue: str) -> BrokerView:
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     base = f"{NAMESPACE}:{queue}"

@@ -60,6 +60,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         plugins=[plugin],
         info={"description": "Currency exchanges that never leave money half-moved. Amounts are decimal "
                              "strings, never JSON numbers. Every error has the `Error` shape."},
+        tags=[{"name": "Exchanges", "description": "Move money between two currencies of one account, and "
+                                                   "follow it to the end."},
+              {"name": "Accounts", "description": "Balances: available, and held by exchanges in flight."},
+              {"name": "Health", "description": "For load balancers and orchestrators: no API key needed."}],
     )
     plugin.map_to_openapi_type(AmountField, "string", None)
     plugin.map_to_openapi_type(CurrencyField, "string", None)
@@ -93,7 +97,7 @@ def _paths(spec: APISpec) -> None:
     secured = [{"apiKey": []}]
     uuid_param = {"in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
     spec.path(path="/api/exchanges", operations={"post": {
-        "operationId": "createExchange",
+        "operationId": "createExchange", "tags": ["Exchanges"],
         "summary": "Exchange money between two currencies of one account",
         "security": secured,
         "parameters": [{"in": "header", "name": "Idempotency-Key", "required": False,
@@ -113,22 +117,54 @@ def _paths(spec: APISpec) -> None:
         },
     }})
     spec.path(path="/api/exchanges/{exchange_id}", operations={"get": {
-        "operationId": "getExchange", "summary": "An exchange's state", "security": secured,
+        "operationId": "getExchange", "tags": ["Exchanges"], "summary": "An exchange's state", "security": secured,
         "parameters": [{"name": "exchange_id", **uuid_param}],
         "responses": {"200": {"description": "The exchange", "content": {"application/json": {"schema": "Exchange"}}},
                       **_errors("401", "404", "429")},
     }})
     spec.path(path="/api/exchanges/{exchange_id}/timeline", operations={"get": {
-        "operationId": "getExchangeTimeline", "summary": "Every step, attempt, outcome and error",
-        "security": secured, "parameters": [{"name": "exchange_id", **uuid_param}],
+        "operationId": "getExchangeTimeline", "tags": ["Exchanges"],
+        "summary": "Every step, attempt, outcome and error", "security": secured,
+        "parameters": [{"name": "exchange_id", **uuid_param}],
         "responses": {"200": {"description": "The timeline", "content": {"application/json": {"schema": "Timeline"}}},
                       **_errors("401", "404", "429")},
     }})
     spec.path(path="/api/accounts/{account_id}", operations={"get": {
-        "operationId": "getAccount", "summary": "An account's balances", "security": secured,
+        "operationId": "getAccount", "tags": ["Accounts"], "summary": "An account's balances", "security": secured,
         "parameters": [{"name": "account_id", **uuid_param}],
         "responses": {"200": {"description": "The account", "content": {"application/json": {"schema": "Account"}}},
                       **_errors("401", "404", "429")},
+    }})
+    _health_paths(spec)
+
+
+def _health_paths(spec: APISpec) -> None:
+    spec.path(path="/api/health", operations={"get": {
+        "operationId": "getHealth", "tags": ["Health"], "security": [],
+        "summary": "The process answers (liveness)",
+        "description": "Touches nothing else: a failing dependency shows in `/api/ready`, not here.",
+        "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["status"], "additionalProperties": False,
+            "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}},
+    }})
+    outcome = {"type": "string", "description": "`ok`, or what is wrong in a few words (never a host or port)."}
+    readiness = {"type": "object", "required": ["status", "checks"], "additionalProperties": False,
+                 "properties": {
+                     "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                     "checks": {"type": "object", "required": ["database", "migrations", "broker"],
+                                "additionalProperties": False,
+                                "properties": {"database": outcome, "migrations": outcome,
+                                               "broker": {**outcome, "description": "`ok`, `embedded` (the "
+                                                          "in-process broker of `make run`) or `unreachable`."}}}},
+                 "example": {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "broker": "ok"}}}
+    content = {"application/json": {"schema": readiness}}
+    spec.path(path="/api/ready", operations={"get": {
+        "operationId": "getReadiness", "tags": ["Health"], "security": [],
+        "summary": "The process can do its work (readiness)",
+        "description": "The database answers, its schema is the one this code needs, and the broker is "
+                       "reachable. Cached for two seconds.",
+        "responses": {"200": {"description": "Ready", "content": content},
+                      "503": {"description": "Not ready: `checks` says which dependency failed.", "content": content}},
     }})
 
 
