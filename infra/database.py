@@ -129,7 +129,12 @@ def single_read(engine: Engine) -> Connection:
 
 def insert_on_conflict(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT into `table` that takes ON CONFLICT, in the connection's dialect (both have it)."""
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+    return insert_on_conflict_in(conn.dialect.name, table)
+
+
+def insert_on_conflict_in(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """`insert_on_conflict` for a dialect by name: for statements built once per dialect."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -9,13 +9,14 @@ transaction rolls back as a whole.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, or_, select, update
+from sqlalchemy import Connection, Update, bindparam, case, func, or_, select, update
 
 from domain.states import ExchangeState, check_transition
 from errors import WorkflowError
@@ -108,32 +109,50 @@ def claim(
     return Busy(current.claimed_by, current.claimed_until)
 
 
+@functools.cache
+def _advance_statement(columns: tuple[str, ...]) -> Update:
+    """The fenced move for steps that also set `columns`, built once per set of columns."""
+    return (
+        update(t)
+        .where(t.c.id == bindparam("a_id"), t.c.claim_token == bindparam("a_token"))
+        .values(state=bindparam("a_state"), claimed_by=None, claimed_until=None, outcome_unknown=False,
+                updated_at=bindparam("a_now"), progressed_at=bindparam("a_now"), next_attempt_at=None,
+                **{column: bindparam(f"a_{column}") for column in columns})
+        .returning(t.c.step_epoch)
+    )
+
+
 def advance(conn: Connection, held: Claim, target: ExchangeState, *, now: datetime, **values: Any) -> int:
     """Move to `target` and drop the claim, only while `held` is still the current claim.
 
     Returns the step epoch as it is now, for the next step's message (an operator's Retry may have
     raised it while this step ran)."""
     check_transition(held.state, target)
-    epoch = conn.execute(
-        update(t)
-        .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
-        .values(state=target, claimed_by=None, claimed_until=None, outcome_unknown=False, updated_at=now,
-                progressed_at=now, next_attempt_at=None, **values)
-        .returning(t.c.step_epoch)
-    ).scalar_one_or_none()
+    columns = tuple(sorted(values))
+    params = {"a_id": held.exchange_id, "a_token": held.token, "a_state": target, "a_now": now,
+              **{f"a_{column}": values[column] for column in columns}}
+    epoch = conn.execute(_advance_statement(columns), params).scalar_one_or_none()
     if epoch is None:
         raise LostClaim(f"claim {held.token} on {held.exchange_id} was taken over")
     return epoch
 
 
+def _release_statement(outcome_unknown: bool) -> Update:
+    return (
+        update(t)
+        .where(t.c.id == bindparam("r_id"), t.c.claim_token == bindparam("r_token"))
+        .values(claimed_by=None, claimed_until=None, last_error=bindparam("r_error"), updated_at=bindparam("r_now"),
+                progressed_at=bindparam("r_now"), **({"outcome_unknown": True} if outcome_unknown else {}))
+    )
+
+
+_RELEASE = {unknown: _release_statement(unknown) for unknown in (False, True)}
+
+
 def release(conn: Connection, held: Claim, *, error: str, outcome_unknown: bool, now: datetime) -> None:
     """Give the claim back without advancing (a retry will claim again), only while it is ours."""
-    result = conn.execute(
-        update(t)
-        .where(t.c.id == held.exchange_id, t.c.claim_token == held.token)
-        .values(claimed_by=None, claimed_until=None, last_error=error[:4000], updated_at=now, progressed_at=now,
-                **({"outcome_unknown": True} if outcome_unknown else {}))
-    )
+    result = conn.execute(_RELEASE[outcome_unknown], {"r_id": held.exchange_id, "r_token": held.token,
+                                                      "r_error": error[:4000], "r_now": now})
     if result.rowcount != 1:
         raise LostClaim(f"claim {held.token} on {held.exchange_id} was taken over")
 

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from infra.database import single_read
@@ -69,6 +69,11 @@ def issue_api_key(engine: Engine, *, role: Role, label: str, customer_id: uuid.U
     return f"{KEY_PREFIX}_{prefix}_{secret}"
 
 
+#: Built once: every API request runs it, and building a statement costs more than running it.
+_KEY_BY_PREFIX = select(api_keys.c.secret_hash, api_keys.c.role, api_keys.c.customer_id, api_keys.c.label,
+                        api_keys.c.revoked_at).where(api_keys.c.prefix == bindparam("k_prefix"))
+
+
 def verify_api_key(engine: Engine, key: str) -> Principal | None:
     """The key's holder, or None for a malformed, unknown or revoked key."""
     parts = key.split("_", 2)
@@ -76,10 +81,7 @@ def verify_api_key(engine: Engine, key: str) -> Principal | None:
         return None
     _, prefix, secret = parts
     with single_read(engine) as conn:
-        row = conn.execute(
-            select(api_keys.c.secret_hash, api_keys.c.role, api_keys.c.customer_id, api_keys.c.label,
-                   api_keys.c.revoked_at).where(api_keys.c.prefix == prefix)
-        ).first()
+        row = conn.execute(_KEY_BY_PREFIX, {"k_prefix": prefix}).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         return None
     return Principal(Role(row.role), row.label, row.customer_id, prefix)

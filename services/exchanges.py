@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, insert, select, update
+from sqlalchemy import Connection, Engine, Select, Update, bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain import states as machine
@@ -119,6 +119,32 @@ def _accept(
     )
 
 
+def _hold_statement(owned: bool) -> Update:
+    return (
+        update(balances)
+        .where(
+            balances.c.account_id == bindparam("h_account"),
+            balances.c.currency == bindparam("h_currency"),
+            balances.c.available >= bindparam("h_amount", type_=balances.c.available.type),
+            exists().where(
+                accounts.c.id == bindparam("h_account"),
+                accounts.c.kind == AccountKind.CUSTOMER,
+                accounts.c.status == AccountStatus.ACTIVE,
+                *([accounts.c.customer_id == bindparam("h_owner")] if owned else []),
+            ),
+        )
+        .values(
+            available=balances.c.available - bindparam("h_amount", type_=balances.c.available.type),
+            held=balances.c.held + bindparam("h_amount", type_=balances.c.available.type),
+            updated_at=bindparam("h_now"),
+        )
+    )
+
+
+#: Built once per variant (with an owner to check, or without): every accepted exchange runs one.
+_HOLD = {owned: _hold_statement(owned) for owned in (False, True)}
+
+
 def _hold(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None, now: datetime) -> bool:
     """Hold the amount; False when the funds, the account or its owner say no.
 
@@ -126,25 +152,9 @@ def _hold(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None, n
     to held: the row lock lasts until commit, so concurrent requests queue on it and
     none can spend what another has just held.
     """
-    held = conn.execute(
-        update(balances)
-        .where(
-            balances.c.account_id == request.account_id,
-            balances.c.currency == request.from_currency,
-            balances.c.available >= request.amount,
-            exists().where(
-                accounts.c.id == request.account_id,
-                accounts.c.kind == AccountKind.CUSTOMER,
-                accounts.c.status == AccountStatus.ACTIVE,
-                *_owned_by(owner),
-            ),
-        )
-        .values(
-            available=balances.c.available - request.amount,
-            held=balances.c.held + request.amount,
-            updated_at=now,
-        )
-    )
+    held = conn.execute(_HOLD[owner is not None], {
+        "h_account": request.account_id, "h_currency": request.from_currency, "h_amount": request.amount,
+        "h_now": now, "h_owner": owner})
     return held.rowcount == 1
 
 
@@ -217,7 +227,7 @@ def _refusal(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None
     )
 
 
-def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str, owner: uuid.UUID | None) -> Any:
+def _by_key_statement(owned: bool) -> Select[Any]:
     query = (
         select(
             exchanges.c.id,
@@ -227,11 +237,19 @@ def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str, owner: uuid.
             exchanges.c.amount,
             exchanges.c.created_at,
             exchanges.c.request_fingerprint,
-        ).where(exchanges.c.account_id == account_id, exchanges.c.idempotency_key == key)
+        ).where(exchanges.c.account_id == bindparam("k_account"), exchanges.c.idempotency_key == bindparam("k_key"))
     )
-    if owner is not None:
-        query = query.join(accounts, accounts.c.id == exchanges.c.account_id).where(*_owned_by(owner))
-    return conn.execute(query).first()
+    if owned:
+        query = query.join(accounts, accounts.c.id == exchanges.c.account_id).where(
+            accounts.c.customer_id == bindparam("k_owner"))
+    return query
+
+
+_BY_KEY = {owned: _by_key_statement(owned) for owned in (False, True)}
+
+
+def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str, owner: uuid.UUID | None) -> Any:
+    return conn.execute(_BY_KEY[owner is not None], {"k_account": account_id, "k_key": key, "k_owner": owner}).first()
 
 
 def _replay(row: Any, fingerprint: str | None) -> Accepted:

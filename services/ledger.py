@@ -11,7 +11,7 @@ from sqlalchemy import BindParameter, Connection, Insert, bindparam, insert, upd
 
 from domain.ledger import Posting
 from errors import WorkflowError
-from infra.database import insert_on_conflict
+from infra.database import insert_on_conflict_in
 from models import balances, ledger_entries
 
 
@@ -62,26 +62,39 @@ def release_hold(conn: Connection, account_id: uuid.UUID, currency: str, amount:
     _change(conn, account_id, currency, now, held=-amount, available=amount)
 
 
+@functools.cache
+def _add_available(dialect: str) -> Insert:
+    """The upsert that credits a balance, built once per dialect (PostgreSQL's or SQLite's ON CONFLICT)."""
+    statement = insert_on_conflict_in(dialect, balances).values(
+        account_id=bindparam("b_account"), currency=bindparam("b_currency"), available=bindparam("b_amount"),
+        held=Decimal(0), updated_at=bindparam("b_now"))
+    return statement.on_conflict_do_update(
+        index_elements=[balances.c.account_id, balances.c.currency],
+        set_={"available": balances.c.available + statement.excluded.available,
+              "updated_at": statement.excluded.updated_at},
+    )
+
+
 def add_available(conn: Connection, account_id: uuid.UUID, currency: str, amount: Decimal, now: datetime) -> None:
     """Credit a balance, creating the row for a currency the customer did not hold yet."""
-    statement = insert_on_conflict(conn, balances).values(
-        account_id=account_id, currency=currency, available=amount, held=Decimal(0), updated_at=now
-    )
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[balances.c.account_id, balances.c.currency],
-            set_={"available": balances.c.available + statement.excluded.available, "updated_at": now},
-        )
-    )
+    conn.execute(_add_available(conn.dialect.name),
+                 {"b_account": account_id, "b_currency": currency, "b_amount": amount, "b_now": now})
+
+
+#: Built once: each debit, credit and refund moves a balance with it.
+_CHANGE = (
+    update(balances)
+    .where(balances.c.account_id == bindparam("c_account"), balances.c.currency == bindparam("c_currency"),
+           balances.c.held + bindparam("c_held", type_=balances.c.held.type) >= 0)
+    .values(held=balances.c.held + bindparam("c_held", type_=balances.c.held.type),
+            available=balances.c.available + bindparam("c_available", type_=balances.c.available.type),
+            updated_at=bindparam("c_now"))
+)
 
 
 def _change(conn: Connection, account_id: uuid.UUID, currency: str, now: datetime, *, held: Decimal,
             available: Decimal = Decimal(0)) -> None:
-    result = conn.execute(
-        update(balances)
-        .where(balances.c.account_id == account_id, balances.c.currency == currency,
-               balances.c.held + held >= 0)
-        .values(held=balances.c.held + held, available=balances.c.available + available, updated_at=now)
-    )
+    result = conn.execute(_CHANGE, {"c_account": account_id, "c_currency": currency, "c_held": held,
+                                    "c_available": available, "c_now": now})
     if result.rowcount != 1:
         raise BalanceMismatch(f"balance {account_id}/{currency} does not hold {-held}")

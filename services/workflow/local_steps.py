@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, bindparam, update
 
 from domain import ledger as postings
 from domain import states as machine
@@ -109,7 +109,9 @@ def _compensate(wf: Workflow) -> StepBody:
 #: Built once: the receipt's compare-and-set on `receipt_sent_at`.
 _MARK_RECEIPT_SENT = (
     update(exchanges)
-    .where(exchanges.c.receipt_sent_at.is_(None), exchanges.c.state.in_([s.value for s in TERMINAL_STATES]))
+    .where(exchanges.c.id == bindparam("m_id"), exchanges.c.receipt_sent_at.is_(None),
+           exchanges.c.state.in_([s.value for s in TERMINAL_STATES]))
+    .values(receipt_sent_at=bindparam("m_now"))
     .returning(exchanges.c.state, exchanges.c.account_id, exchanges.c.amount, exchanges.c.from_currency,
                exchanges.c.to_amount, exchanges.c.to_currency)
 )
@@ -126,7 +128,7 @@ def send_receipt(wf: Workflow, d: Delivery) -> StepResult:
 
 
 def _receipt(conn: Connection, d: Delivery, now: datetime) -> str | None:
-    row = conn.execute(_MARK_RECEIPT_SENT.where(exchanges.c.id == d.exchange_id).values(receipt_sent_at=now)).first()
+    row = conn.execute(_MARK_RECEIPT_SENT, {"m_id": d.exchange_id, "m_now": now}).first()
     if row is None:
         return None
     text = f"exchange {d.exchange_id} {row.state}: {quantize(row.amount, row.from_currency)} {row.from_currency}"
