@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Uuid, any_, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, Select, Update, Uuid, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from models import outbox_messages as t
@@ -37,6 +38,17 @@ class OutboxStats:
 _CLAIM_COLUMNS = (t.c.id, t.c.queue, t.c.actor, t.c.payload, t.c.created_at, t.c.attempts, t.c.trace_headers)
 
 
+@functools.cache
+def _claim_query(dialect: str, limit: int) -> Select[Any]:
+    query = (
+        select(*_CLAIM_COLUMNS)
+        .where(t.c.published_at.is_(None), t.c.available_at <= bindparam("o_now"))
+        .order_by(t.c.available_at)
+        .limit(limit)
+    )
+    return query.with_for_update(skip_locked=True) if dialect == "postgresql" else query
+
+
 def claim_batch(conn: Connection, *, limit: int, now: datetime) -> list[OutboxRow]:
     """Lock up to `limit` due, unpublished rows for this transaction.
 
@@ -44,33 +56,34 @@ def claim_batch(conn: Connection, *, limit: int, now: datetime) -> list[OutboxRo
     taking rows the others have not locked. SQLite has one writer at a time anyway
     (the engine begins every transaction IMMEDIATE), so there it is a plain select.
     """
-    query = (
-        select(*_CLAIM_COLUMNS)
-        .where(t.c.published_at.is_(None), t.c.available_at <= now)
-        .order_by(t.c.available_at)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return [OutboxRow(*row) for row in conn.execute(query)]
+    return [OutboxRow(*row) for row in conn.execute(_claim_query(conn.dialect.name, limit), {"o_now": now})]
 
 
-def _ids_match(conn: Connection, ids: Sequence[uuid.UUID]) -> ColumnElement[bool]:
-    if conn.dialect.name == "postgresql":
+def _ids_match(dialect: str) -> ColumnElement[bool]:
+    if dialect == "postgresql":
         # One array parameter: the same prepared statement whatever the batch size.
-        return t.c.id == any_(bindparam("ids", value=list(ids), type_=ARRAY(Uuid)))
-    return t.c.id.in_(ids)
+        return t.c.id == any_(bindparam("o_ids", type_=ARRAY(Uuid)))
+    return t.c.id.in_(bindparam("o_ids", expanding=True))
+
+
+@functools.cache
+def _mark_published(dialect: str) -> Update:
+    return update(t).where(_ids_match(dialect)).values(published_at=bindparam("o_now"), attempts=t.c.attempts + 1,
+                                                       last_error=None)
+
+
+@functools.cache
+def _record_failure(dialect: str) -> Update:
+    return update(t).where(_ids_match(dialect)).values(attempts=t.c.attempts + 1, last_error=bindparam("o_error"))
 
 
 def mark_published(conn: Connection, ids: Sequence[uuid.UUID], *, now: datetime) -> None:
-    conn.execute(
-        update(t).where(_ids_match(conn, ids)).values(published_at=now, attempts=t.c.attempts + 1, last_error=None)
-    )
+    conn.execute(_mark_published(conn.dialect.name), {"o_ids": list(ids), "o_now": now})
 
 
 def record_failure(conn: Connection, ids: Sequence[uuid.UUID], *, error: str) -> None:
     """Keep the rows unpublished and say why; the relay retries them after its backoff."""
-    conn.execute(update(t).where(_ids_match(conn, ids)).values(attempts=t.c.attempts + 1, last_error=error[:2000]))
+    conn.execute(_record_failure(conn.dialect.name), {"o_ids": list(ids), "o_error": error[:2000]})
 
 
 def purge_published(conn: Connection, *, older_than: datetime, limit: int) -> int:
