@@ -64,6 +64,9 @@ class Exchange(Base):
     #: Set by a claim that took over an expired one: whose claim it was.
     rescued_from: Mapped[str | None] = mapped_column(String(120))
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Why it was refunded or failed, as a code from domain.customer_view.FAILURE_REASONS: what the
+    #: customer is told (last_error is for operators: it names hosts and workers).
+    failure_code: Mapped[str | None] = mapped_column(String(40))
     #: A call of the current step may have reached the bank without an answer (timeout):
     #: the step must not be given up on without asking the bank first.
     outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -100,7 +100,8 @@ def cancel(engine: Engine, exchange_id: uuid.UUID, operator: str, *, queue: str)
         if current.state not in (action.allowed_from or ()):
             raise ActionRefused(f"Only pending or quoted exchanges can be cancelled; this one is {current.state}.")
         held = _seize(conn, exchange_id, action, operator, now)
-        claims.advance(conn, held, S.FAILED, now=now, last_error=f"cancelled by operator {operator}")
+        claims.advance(conn, held, S.FAILED, now=now, last_error=f"cancelled by operator {operator}",
+                       failure_code="cancelled_by_support")
         ledger.release_hold(conn, current.account_id, current.from_currency, current.amount, now)
         _send(conn, machine.RECEIPT, exchange_id, held.epoch, queue, now)
         _note(conn, exchange_id, operator, "cancelled", S.FAILED, now, released=str(current.amount))
@@ -126,7 +127,8 @@ def force_compensation(engine: Engine, bank: BankClient, exchange_id: uuid.UUID,
     now = utcnow()
     with engine.begin() as conn:
         held = _seize(conn, exchange_id, action, operator, now)
-        claims.advance(conn, held, S.COMPENSATING, now=now, last_error=f"compensation forced by operator {operator}")
+        claims.advance(conn, held, S.COMPENSATING, now=now, last_error=f"compensation forced by operator {operator}",
+                       failure_code="reversed_by_support")
         _send(conn, machine.COMPENSATE, exchange_id, held.epoch, queue, now)
         _note(conn, exchange_id, operator, "compensation_forced", S.COMPENSATING, now, void_id=record.id)
     return "compensation started; the bank voided the credit"

@@ -319,7 +319,7 @@ def test_a_double_submitted_exchange_form_creates_one_exchange_and_both_answers_
     assert held == Decimal("10.00")  # held once
     page = anonymous_client.get(first.headers["Location"])
     assert page.status_code == 200
-    assert 'id="state">pending<' in page.get_data(as_text=True)
+    assert 'id="state">processing<' in page.get_data(as_text=True)
 
 
 # --- secrets ---------------------------------------------------------------------------

@@ -220,9 +220,10 @@ def test_a_valid_exchange_redirects_with_303_to_its_page_which_shows_its_progres
     assert (row.amount, row.from_currency, row.to_currency, row.state) == (Decimal("125.50"), "CAD", "USD", "pending")
     page = signed_in.get(response.headers["Location"]).get_data(as_text=True)
     assert "<h1>125.50 CAD → … USD</h1>" in page
-    assert '<b class="state-pending" id="state">pending</b>' in page
+    assert '<b class="state-pending" id="state">processing</b>' in page
+    assert "Received: we are fixing the rate and holding your CAD." in page
     assert '<meta http-equiv="refresh" content="1">' in page  # refreshes until done
-    assert '<span class="now">pending</span>' in page
+    assert '<span class="now">accepted</span>' in page
     home = signed_in.get("/").get_data(as_text=True)
     assert balance_row("CAD", "874.50", "125.50") in home
     assert f'href="/exchanges/{row.id}">125.50 CAD → … USD</a>' in home
@@ -237,7 +238,9 @@ def test_a_finished_exchanges_page_stops_refreshing_and_says_how_it_ended(
     page = signed_in.get(location).get_data(as_text=True)
 
     assert '<b class="state-failed" id="state">failed</b>' in page
-    assert "The exchange did not go ahead; nothing was taken." in page
+    assert "Not done: no money moved; your CAD stays available." in page
+    assert "Why: Our support team cancelled the exchange." in page
+    assert '<span class="ended" id="ended">failed</span>' in page
     assert "http-equiv=\"refresh\"" not in page
 
 

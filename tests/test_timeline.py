@@ -51,11 +51,11 @@ def trouble_box(html: str) -> str:
     return match.group(1)
 
 
-def test_the_timeline_api_puts_the_failing_credit_attempt_and_the_banks_error_first(
-        api: FlaskClient, wf: Workflow, account: uuid.UUID) -> None:
+def test_the_operator_timeline_api_puts_the_failing_credit_attempt_and_the_banks_error_first(
+        ops: FlaskClient, wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = credit_failing_twice(wf, account)
 
-    response = api.get(f"/api/exchanges/{exchange_id}/timeline")
+    response = ops.get(f"/api/ops/exchanges/{exchange_id}/timeline")
 
     assert response.status_code == 200
     body = response.get_json()
@@ -96,9 +96,9 @@ def test_an_exchange_that_ran_out_of_credit_attempts_shows_the_last_failure_and_
         api: FlaskClient, ops: FlaskClient, wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = exchange_in(wf, account, "refunded")
 
-    body = api.get(f"/api/exchanges/{exchange_id}/timeline").get_json()
+    body = ops.get(f"/api/ops/exchanges/{exchange_id}/timeline").get_json()
 
-    assert body["state"] == "refunded"
+    assert (body["state"], body["failure_code"]) == ("refunded", "bank_unavailable")
     assert (body["trouble"]["step"], body["trouble"]["outcome"], body["trouble"]["attempt"]) == ("credit", "failed", 3)
     assert "503" in body["trouble"]["error"]
     assert body["trouble"]["detail"]["reason"] == "bank failed 3 times"
@@ -112,7 +112,7 @@ def test_a_completed_exchange_has_no_trouble_and_its_page_shows_none(
         api: FlaskClient, ops: FlaskClient, wf: Workflow, account: uuid.UUID) -> None:
     exchange_id = exchange_in(wf, account, "completed")
 
-    body = api.get(f"/api/exchanges/{exchange_id}/timeline").get_json()
+    body = ops.get(f"/api/ops/exchanges/{exchange_id}/timeline").get_json()
     html = ops.get(f"/ops/exchanges/{exchange_id}").get_data(as_text=True)
 
     assert body["trouble"] is None

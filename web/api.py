@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from marshmallow import ValidationError
 
+from domain import customer_view
 from domain.currencies import minor_unit
 from domain.money import quantize
 from errors import MalformedRequest, ValidationFailed
 from infra.observability import current_trace_headers
-from services import accounts, exchanges, timeline
+from services import accounts, exchange_list, exchanges, timeline
 from settings import Settings
 from web.auth import customer_required
-from web.schemas import ExchangeRequestSchema
+from web.schemas import ExchangeRequestSchema, ListQuerySchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -33,13 +35,21 @@ def _engine() -> Any:
     return current_app.extensions["fx.engine"]
 
 
-def _schema() -> ExchangeRequestSchema:
-    schema = current_app.extensions.get("fx.exchange_schema")
-    if schema is None:
+@dataclass(frozen=True)
+class _Schemas:
+    exchange: ExchangeRequestSchema
+    listing: ListQuerySchema
+
+
+def _schemas() -> _Schemas:
+    """The request schemas, built once per app (their rules come from its settings)."""
+    schemas = current_app.extensions.get("fx.api_schemas")
+    if schemas is None:
         settings = _settings()
-        schema = ExchangeRequestSchema(currencies=settings.currencies, max_amount=settings.max_exchange_amount)
-        current_app.extensions["fx.exchange_schema"] = schema
-    return schema
+        schemas = _Schemas(ExchangeRequestSchema(currencies=settings.currencies,
+                                                 max_amount=settings.max_exchange_amount), ListQuerySchema())
+        current_app.extensions["fx.api_schemas"] = schemas
+    return schemas
 
 
 def json_body() -> dict[str, Any]:
@@ -81,7 +91,7 @@ def create_exchange() -> tuple[Response, int]:
     key = idempotency_key()
     body = json_body()
     try:
-        data = _schema().load(body)
+        data = _schemas().exchange.load(body)
     except ValidationError as error:
         raise ValidationFailed("The request has invalid fields.", fields=_flatten(error.messages)) from None
     accepted = exchanges.create_exchange(
@@ -108,41 +118,62 @@ def create_exchange() -> tuple[Response, int]:
     return response, 202
 
 
+@bp.get("/exchanges")
+@customer_required
+def list_exchanges() -> Response:
+    """The customer's exchanges, newest first, a page at a time."""
+    try:
+        query = _schemas().listing.load(request.args)
+    except ValidationError as error:
+        raise ValidationFailed("The query has invalid parameters.", fields=_flatten(error.messages)) from None
+    page = exchange_list.page_for_customer(
+        _engine(), g.principal.customer_id, limit=query["limit"], cursor=query.get("cursor"),
+        states=query.get("state", ()), created_after=query.get("created_after"),
+        created_before=query.get("created_before"))
+    return jsonify(data=[exchange_json(row) for row in page.rows], next_cursor=page.next_cursor)
+
+
 @bp.get("/exchanges/<uuid:exchange_id>")
 @customer_required
 def get_exchange(exchange_id: uuid.UUID) -> Response:
-    row = exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)
-    return jsonify(
-        **_progress(row),
-        account=str(row.account_id),
-        from_currency=row.from_currency,
-        to_currency=row.to_currency,
-        amount=money(row.amount, row.from_currency),
-        rate=None if row.rate is None else str(row.rate.normalize()),
-        to_amount=money(row.to_amount, row.to_currency),
-        created_at=row.created_at.isoformat(),
-        updated_at=row.updated_at.isoformat(),
-    )
+    return jsonify(exchange_json(exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)))
 
 
-def _progress(row: Any) -> dict[str, Any]:
-    """Where an exchange stands: the fields its page and its timeline both answer with."""
+def exchange_json(row: Any) -> dict[str, Any]:
+    """One exchange as its customer sees it: where it stands in plain words, never internal errors."""
+    return {
+        **_standing(row),
+        "account": str(row.account_id),
+        "from_currency": row.from_currency,
+        "to_currency": row.to_currency,
+        "amount": money(row.amount, row.from_currency),
+        "rate": None if row.rate is None else str(row.rate.normalize()),
+        "to_amount": money(row.to_amount, row.to_currency),
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def _standing(row: Any) -> dict[str, Any]:
+    """Where an exchange stands: the fields its answer and its timeline both start with."""
+    view = customer_view.describe(row.state, failure_code=row.failure_code, retrying=row.last_error is not None,
+                                  from_currency=row.from_currency, to_currency=row.to_currency)
     return {"id": str(row.id), "state": row.state, "step": row.step, "attempt": row.attempt,
-            "last_error": row.last_error}
+            "status": view.status.value, "status_message": view.message, "failure_reason": view.failure_reason,
+            "final": view.final}
 
 
 @bp.get("/exchanges/<uuid:exchange_id>/timeline")
 @customer_required
 def get_timeline(exchange_id: uuid.UUID) -> Response:
-    """Every step, attempt, outcome and error of one exchange; the latest trouble first."""
+    """What happened to the customer's money, step by step, in plain words (operators have the full
+    timeline at /api/ops/exchanges/<id>/timeline)."""
     row = exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)
-    entries = timeline.of_exchange(_engine(), exchange_id)
-    trouble = timeline.first_trouble(entries)
-    return jsonify(
-        **_progress(row),
-        trouble=None if trouble is None else trouble.as_json(),
-        events=[entry.as_json() for entry in entries],
-    )
+    events = customer_view.customer_events(
+        timeline.of_exchange(_engine(), exchange_id), failure_code=row.failure_code,
+        amount=money(row.amount, row.from_currency) or "", from_currency=row.from_currency,
+        to_amount=money(row.to_amount, row.to_currency), to_currency=row.to_currency)
+    return jsonify(**_standing(row), events=[event.as_json() for event in events])
 
 
 @bp.get("/accounts/<uuid:account_id>")

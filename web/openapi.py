@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, se
 from swagger_ui_bundle import swagger_ui_path
 
 from domain.money import AMOUNT_PATTERN
+from domain.states import ExchangeState
 from settings import Settings
 from web.api import IDEMPOTENCY_KEY_MAX_CHARS
 from web.schemas import (
@@ -18,6 +19,7 @@ from web.schemas import (
     CurrencyField,
     ErrorSchema,
     ExchangeAcceptedSchema,
+    ExchangePageSchema,
     ExchangeRequestSchema,
     ExchangeSchema,
     TimelineSchema,
@@ -80,23 +82,61 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     spec.components.schema("ExchangeAccepted", schema=ExchangeAcceptedSchema)
     spec.components.schema("Exchange", schema=ExchangeSchema)
     spec.components.schema("Timeline", schema=TimelineSchema)
+    spec.components.schema("ExchangePage", schema=ExchangePageSchema)
     spec.components.schema("Account", schema=AccountSchema)
     spec.components.schema("Error", schema=ErrorSchema)
     _paths(spec)
     document = spec.to_dict()
     document["components"]["schemas"]["ExchangeRequest"]["properties"] = properties
-    # apispec writes a nullable Nested as `anyOf: [{type: object, nullable}, {$ref}]`, which any
-    # object satisfies; say exactly "a TimelineEvent, or null".
-    document["components"]["schemas"]["Timeline"]["properties"]["trouble"] = {
-        "nullable": True, "allOf": [{"$ref": "#/components/schemas/TimelineEvent"}],
-        "description": "The latest failed, retrying or parked event; null when nothing went wrong."}
     return document
 
 
 def _paths(spec: APISpec) -> None:
     secured = [{"apiKey": []}]
     uuid_param = {"in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-    spec.path(path="/api/exchanges", operations={"post": {
+    spec.path(path="/api/exchanges", operations={"get": {
+        "operationId": "listExchanges", "tags": ["Exchanges"], "security": secured,
+        "summary": "The customer's exchanges, newest first, a page at a time",
+        "parameters": [
+            {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100,
+                                                        "default": 20}, "description": "Exchanges per page."},
+            {"in": "query", "name": "cursor", "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+             "description": "`next_cursor` of the previous page."},
+            {"in": "query", "name": "state", "style": "form", "explode": True,
+             "schema": {"type": "array", "items": {"type": "string", "enum": [s.value for s in ExchangeState]}},
+             "description": "Only these states; repeat for several."},
+            {"in": "query", "name": "created_after", "schema": {"type": "string", "format": "date-time"},
+             "description": "Created at or after this instant (ISO 8601)."},
+            {"in": "query", "name": "created_before", "schema": {"type": "string", "format": "date-time"},
+             "description": "Created before this instant (ISO 8601)."},
+        ],
+        "responses": {"200": {"description": "One page", "content": {"application/json": {"schema": "ExchangePage"}}},
+                      **_errors("401", "422", "429")},
+    }, "post": _create_exchange_operation(secured)})
+    spec.path(path="/api/exchanges/{exchange_id}", operations={"get": {
+        "operationId": "getExchange", "tags": ["Exchanges"], "summary": "An exchange's state", "security": secured,
+        "parameters": [{"name": "exchange_id", **uuid_param}],
+        "responses": {"200": {"description": "The exchange", "content": {"application/json": {"schema": "Exchange"}}},
+                      **_errors("401", "404", "429")},
+    }})
+    spec.path(path="/api/exchanges/{exchange_id}/timeline", operations={"get": {
+        "operationId": "getExchangeTimeline", "tags": ["Exchanges"],
+        "summary": "What happened to the money, step by step, in plain words", "security": secured,
+        "parameters": [{"name": "exchange_id", **uuid_param}],
+        "responses": {"200": {"description": "The timeline", "content": {"application/json": {"schema": "Timeline"}}},
+                      **_errors("401", "404", "429")},
+    }})
+    spec.path(path="/api/accounts/{account_id}", operations={"get": {
+        "operationId": "getAccount", "tags": ["Accounts"], "summary": "An account's balances", "security": secured,
+        "parameters": [{"name": "account_id", **uuid_param}],
+        "responses": {"200": {"description": "The account", "content": {"application/json": {"schema": "Account"}}},
+                      **_errors("401", "404", "429")},
+    }})
+    _health_paths(spec)
+
+
+def _create_exchange_operation(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
         "operationId": "createExchange", "tags": ["Exchanges"],
         "summary": "Exchange money between two currencies of one account",
         "security": secured,
@@ -115,27 +155,7 @@ def _paths(spec: APISpec) -> None:
                     "content": {"application/json": {"schema": "ExchangeAccepted"}}},
             **_errors("400", "401", "404", "409", "413", "422", "429"),
         },
-    }})
-    spec.path(path="/api/exchanges/{exchange_id}", operations={"get": {
-        "operationId": "getExchange", "tags": ["Exchanges"], "summary": "An exchange's state", "security": secured,
-        "parameters": [{"name": "exchange_id", **uuid_param}],
-        "responses": {"200": {"description": "The exchange", "content": {"application/json": {"schema": "Exchange"}}},
-                      **_errors("401", "404", "429")},
-    }})
-    spec.path(path="/api/exchanges/{exchange_id}/timeline", operations={"get": {
-        "operationId": "getExchangeTimeline", "tags": ["Exchanges"],
-        "summary": "Every step, attempt, outcome and error", "security": secured,
-        "parameters": [{"name": "exchange_id", **uuid_param}],
-        "responses": {"200": {"description": "The timeline", "content": {"application/json": {"schema": "Timeline"}}},
-                      **_errors("401", "404", "429")},
-    }})
-    spec.path(path="/api/accounts/{account_id}", operations={"get": {
-        "operationId": "getAccount", "tags": ["Accounts"], "summary": "An account's balances", "security": secured,
-        "parameters": [{"name": "account_id", **uuid_param}],
-        "responses": {"200": {"description": "The account", "content": {"application/json": {"schema": "Account"}}},
-                      **_errors("401", "404", "429")},
-    }})
-    _health_paths(spec)
+    }
 
 
 def _health_paths(spec: APISpec) -> None:

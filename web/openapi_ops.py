@@ -62,6 +62,21 @@ def build_ops_spec() -> dict[str, Any]:
                  "description": "What the operations dashboard does, as JSON. Every action is one transaction, "
                                 "written to the exchange's timeline and the audit trail (/ops/audit)."},
         "paths": {
+            "/api/ops/exchanges/{exchange_id}/timeline": {"get": {
+                "summary": "The full timeline: every step, attempt, outcome, worker and error, the latest trouble "
+                           "first (the customer's timeline leaves these out)",
+                "security": [{"operatorKey": []}, {"operatorBasic": []}],
+                "parameters": [{"name": "exchange_id", **uuid_path}],
+                "responses": {"200": {"description": "The timeline", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["id", "state", "events", "trouble", "last_error", "failure_code"],
+                    "properties": {"id": {"type": "string", "format": "uuid"}, "state": {"type": "string"},
+                                   "step": {"type": "string", "nullable": True}, "attempt": {"type": "integer"},
+                                   "last_error": {"type": "string", "nullable": True},
+                                   "failure_code": {"type": "string", "nullable": True},
+                                   "trouble": {"type": "object", "nullable": True},
+                                   "events": {"type": "array", "items": {"type": "object"}}}}}}},
+                              **_errors("401", "403", "404")},
+            }},
             "/api/ops/exchanges/{exchange_id}/actions/{action}": _action(
                 {"name": "exchange_id", **uuid_path}, list(OPERATOR_ACTIONS),
                 "Retry the current step, cancel before the debit, or force compensation after it", "202",

@@ -142,6 +142,18 @@ def exchange_action_api(exchange_id: uuid.UUID, action: str) -> tuple[Response, 
     return jsonify(exchange_id=str(exchange_id), action=action, result=result, operator=g.operator), 202
 
 
+@api_bp.get("/exchanges/<uuid:exchange_id>/timeline")
+@operator_required
+def exchange_timeline_api(exchange_id: uuid.UUID) -> Response:
+    """The full timeline: every step, attempt, outcome, worker and error; the latest trouble first."""
+    row = get_exchange(_engine(), exchange_id)
+    entries = timeline.of_exchange(_engine(), exchange_id)
+    trouble = timeline.first_trouble(entries)
+    return jsonify(id=str(row.id), state=row.state, step=row.step, attempt=row.attempt, last_error=row.last_error,
+                   failure_code=row.failure_code, trouble=None if trouble is None else trouble.as_json(),
+                   events=[entry.as_json() for entry in entries])
+
+
 FINDING_ACTIONS = {"acknowledge": findings.acknowledge, "resolve": findings.resolve}
 
 

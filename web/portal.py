@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-from domain.states import HAPPY_PATH, is_terminal
+from domain import customer_view
 from errors import ClientError
 from services import accounts, exchanges
 from services.credentials import check_password, customer_name
@@ -28,9 +28,6 @@ bp = Blueprint("portal", __name__, template_folder="templates")
 
 #: A rendered form's idempotency key: a UUID.
 FORM_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-#: The steps a customer sees, in order.
-PROGRESS = HAPPY_PATH
 
 
 def _engine() -> Any:
@@ -111,14 +108,14 @@ def home() -> Any:
 def submit_exchange() -> Any:
     check_csrf()
     form = {name: request.form.get(name, "") for name in ("account", "from_currency", "to_currency", "amount")}
-    from web.api import _flatten, _schema
+    from web.api import _flatten, _schemas
 
     form_key = request.form.get("form_key", "")
     if not FORM_KEY.fullmatch(form_key):
         # Every rendered form carries its own key; without one, a double submit could not be told apart.
         return _home(form, {"form": ["This form is out of date; please submit it again."]}, 400)
     try:
-        data = _schema().load(form)
+        data = _schemas().exchange.load(form)
     except ValidationError as error:
         return _home(form, _flatten(error.messages), 422)
     try:
@@ -140,5 +137,6 @@ def submit_exchange() -> Any:
 @signed_in
 def exchange(exchange_id: uuid.UUID) -> Any:
     row = exchanges.get_exchange(_engine(), exchange_id, owner=_customer_id())
-    done = is_terminal(row.state)
-    return render_template("portal/exchange.html", exchange=row, done=done, progress=PROGRESS)
+    view = customer_view.describe(row.state, failure_code=row.failure_code, retrying=row.last_error is not None,
+                                  from_currency=row.from_currency, to_currency=row.to_currency)
+    return render_template("portal/exchange.html", exchange=row, view=view, milestones=customer_view.MILESTONES)

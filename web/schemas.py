@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from domain.currencies import is_iso_currency
+from domain.customer_view import CustomerStatus
 from domain.money import AmountError, check_amount, parse_amount
 from domain.states import ExchangeState
 
@@ -70,6 +72,32 @@ class ExchangeRequestSchema(Schema):
             raise ValidationError(errors)
 
 
+class ListQuerySchema(Schema):
+    """GET /api/exchanges' query: a page size, the cursor of the previous page, filters."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
+                           metadata={"description": "Exchanges per page, 1 to 100 (default 20)."})
+    cursor = fields.String(validate=validate.Length(min=1, max=200),
+                           metadata={"description": "`next_cursor` of the previous page."})
+    state = fields.List(fields.String(validate=validate.OneOf([s.value for s in ExchangeState])),
+                        metadata={"description": "Only these states (repeat the parameter for several)."})
+    created_after = fields.AwareDateTime(default_timezone=UTC,
+                                         metadata={"description": "Created at or after (ISO 8601)."})
+    created_before = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "Created before (ISO 8601)."})
+
+    @pre_load
+    def _repeated_state(self, data: Any, **kwargs: Any) -> Any:
+        if hasattr(data, "getlist"):  # a query string: `state` may repeat, the rest may not
+            loaded = {key: data.get(key) for key in data}
+            if "state" in data:
+                loaded["state"] = data.getlist("state")
+            return loaded
+        return data
+
+
 # --- answers -----------------------------------------------------------------------------
 # Amounts leave the API as strings in the currency's minor unit ("125.50", "1000").
 
@@ -100,39 +128,53 @@ class ExchangeAcceptedSchema(_ExchangeIdentity):
     status_url = fields.String(required=True)
 
 
-class ExchangeSchema(_ExchangeIdentity):
-    rate = fields.String(required=True, allow_none=True)
-    to_amount = fields.String(required=True, allow_none=True)
+class _Standing(Schema):
+    """Where an exchange stands, for its customer: in plain words, without internal errors."""
+
+    id = fields.UUID(required=True)
     state = fields.String(required=True, metadata={"enum": [s.value for s in ExchangeState]})
     step = fields.String(required=True, allow_none=True)
     attempt = fields.Integer(required=True)
-    last_error = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True, metadata={
+        "enum": [s.value for s in CustomerStatus],
+        "description": "`processing`, `delayed` (a step is being retried), `under_review` (our team is "
+                       "checking it; nothing for you to do), `refunding`, `completed`, `refunded` or `failed`."})
+    status_message = fields.String(required=True, metadata={"description": "One sentence for the customer.",
+                                                            "example": "Delayed: our bank is not answering and we "
+                                                                       "are retrying. Your money is held, not lost."})
+    failure_reason = fields.String(required=True, allow_none=True, metadata={
+        "description": "Why it was refunded or failed; never null then, null otherwise."})
+    final = fields.Boolean(required=True, metadata={
+        "description": "Nothing more happens on its own (done, or waiting for our team): stop polling."})
+
+
+class ExchangeSchema(_Standing):
+    account = fields.UUID(required=True)
+    from_currency = fields.String(required=True)
+    to_currency = fields.String(required=True)
+    amount = fields.String(required=True)
+    rate = fields.String(required=True, allow_none=True)
+    to_amount = fields.String(required=True, allow_none=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
 
 
-class TimelineEventSchema(Schema):
+class ExchangePageSchema(Schema):
+    data = fields.List(fields.Nested(ExchangeSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True,
+                                metadata={"description": "Pass as `cursor` for the next page; null on the last."})
+
+
+class CustomerEventSchema(Schema):
     at = fields.DateTime(required=True)
-    step = fields.String(required=True)
-    attempt = fields.Integer(required=True)
-    outcome = fields.String(required=True)
-    state = fields.String(required=True)
-    error = fields.String(required=True, allow_none=True)
-    worker = fields.String(required=True, allow_none=True)
-    message_id = fields.UUID(required=True, allow_none=True)
-    message_published_at = fields.DateTime(required=True, allow_none=True)
-    duration_ms = fields.Integer(required=True, allow_none=True)
-    detail = fields.Dict(required=True, allow_none=True)
+    event = fields.String(required=True, metadata={"enum": ["accepted", "rate_fixed", "debited", "paid",
+                                                            "completed", "delayed", "under_review", "refunded",
+                                                            "failed"]})
+    message = fields.String(required=True)
 
 
-class TimelineSchema(Schema):
-    id = fields.UUID(required=True)
-    state = fields.String(required=True)
-    step = fields.String(required=True, allow_none=True)
-    attempt = fields.Integer(required=True)
-    last_error = fields.String(required=True, allow_none=True)
-    trouble = fields.Nested(TimelineEventSchema, required=True, allow_none=True)
-    events = fields.List(fields.Nested(TimelineEventSchema), required=True)
+class TimelineSchema(_Standing):
+    events = fields.List(fields.Nested(CustomerEventSchema), required=True)
 
 
 class BalanceSchema(Schema):

@@ -55,7 +55,8 @@ def credit(wf: Workflow, d: Delivery) -> StepResult:
                               error=f"credit interrupted: the claim of {held.rescued_from} expired without a "
                                     "result, and this step's rescue policy is park")
     elif held.rescued_from is not None and policy is RescuePolicy.FAIL:
-        decision = _final_failure(wf, held, key, f"the claim of {held.rescued_from} expired", unknown=True)
+        decision = _final_failure(wf, held, key, f"the claim of {held.rescued_from} expired", unknown=True,
+                                  code="interrupted")
     else:
         try:
             decision = _pay(wf, held, key)
@@ -86,7 +87,7 @@ def _pay(wf: Workflow, held: Claim, key: str) -> Transition:
                                     currency=held.to_currency, amount=held.to_amount)
     except BankRejected as error:
         return Transition(S.COMPENSATING, "failed", machine.COMPENSATE, error=str(error),
-                          detail={"reason": "bank rejected the credit"})
+                          detail={"reason": "bank rejected the credit"}, values={"failure_code": "bank_rejected"})
     return _credited(held, transfer)
 
 
@@ -166,7 +167,8 @@ def resolve_with_bank(wf: Workflow, d: Delivery) -> StepResult:
         decision = _credited(held, record)
     else:
         decision = Transition(S.COMPENSATING, "resolved", machine.COMPENSATE,
-                              detail={"reason": "the bank never applied the credit; voided", "void_id": record.id})
+                              detail={"reason": "the bank never applied the credit; voided", "void_id": record.id},
+                              values={"failure_code": "bank_unconfirmed"})
     return _finish(wf, d, held, decision, started)
 
 
@@ -195,12 +197,15 @@ def _retry_later(wf: Workflow, d: Delivery, held: Claim, error: BankError, unkno
     raise StepDeferred(f"credit attempt {held.attempt} failed: {error}")
 
 
-def _final_failure(wf: Workflow, held: Claim, key: str, error: str, unknown: bool) -> Transition:
-    """Give up on the credit: refund, unless the bank may have paid, in which case ask it."""
+def _final_failure(wf: Workflow, held: Claim, key: str, error: str, unknown: bool,
+                   code: str = "bank_unconfirmed") -> Transition:
+    """Give up on the credit: refund, unless the bank may have paid, in which case ask it. `code`
+    is what the customer is told when the bank confirms it never paid."""
     if not unknown:
         # Every answer said "not applied": the refund is safe.
         return Transition(S.COMPENSATING, "failed", machine.COMPENSATE, error=error,
-                          detail={"reason": f"bank failed {held.attempt} times"})
+                          detail={"reason": f"bank failed {held.attempt} times"},
+                          values={"failure_code": "bank_unavailable"})
     try:
         record = wf.bank.void(key=key, reference=str(held.exchange_id))
     except BankError as void_error:
@@ -210,4 +215,5 @@ def _final_failure(wf: Workflow, held: Claim, key: str, error: str, unknown: boo
     if record.status == "applied":
         return _credited(held, record)
     return Transition(S.COMPENSATING, "failed", machine.COMPENSATE, error=error,
-                      detail={"reason": "bank voided the unanswered credit", "void_id": record.id})
+                      detail={"reason": "bank voided the unanswered credit", "void_id": record.id},
+                      values={"failure_code": code})

@@ -55,7 +55,8 @@ def _priced(wf: Workflow, c: Claim, now: datetime) -> dict[str, Any]:
 
 def _no_rate(conn: Connection, c: Claim, now: datetime, error: NoRate, **detail: Any) -> Transition:
     ledger.release_hold(conn, c.account_id, c.from_currency, c.amount, now)
-    return Transition(S.FAILED, "failed", machine.RECEIPT, error=str(error), detail=detail or None)
+    return Transition(S.FAILED, "failed", machine.RECEIPT, error=str(error), detail=detail or None,
+                      values={"failure_code": "no_rate"})
 
 
 def _quote(wf: Workflow) -> StepBody:
