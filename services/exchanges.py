@@ -279,14 +279,3 @@ def get_exchange(engine: Engine, exchange_id: uuid.UUID, owner: uuid.UUID | None
     if row is None:
         raise UnknownExchange("No such exchange.")
     return row
-
-
-def recent_for_customer(engine: Engine, customer_id: uuid.UUID, limit: int = 10) -> list[Any]:
-    with engine.connect() as conn:
-        return conn.execute(
-            select(exchanges.c.id, exchanges.c.state, exchanges.c.amount, exchanges.c.from_currency,
-                   exchanges.c.to_amount, exchanges.c.to_currency, exchanges.c.created_at)
-            .join(accounts, accounts.c.id == exchanges.c.account_id)
-            .where(accounts.c.customer_id == customer_id)
-            .order_by(exchanges.c.created_at.desc()).limit(limit)
-        ).all()

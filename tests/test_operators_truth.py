@@ -325,8 +325,10 @@ def test_the_operator_document_lists_every_operator_json_route_and_each_answers_
     document = ops.get("/api/ops/openapi.json").get_json()
     documented = {path.replace("{", "<").replace("}", ">") for path in document["paths"]}
     routes = {re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", rule.rule) for rule in ops.application.url_map.iter_rules()
-              if rule.rule.startswith("/api/ops/") and "POST" in (rule.methods or ())}
+              if rule.rule.startswith("/api/ops/") and rule.rule != "/api/ops/openapi.json"}
     assert routes == documented
+    timeline_answers = document["paths"]["/api/ops/exchanges/{exchange_id}/timeline"]["get"]["responses"]
+    assert str(ops.get(f"/api/ops/exchanges/{uuid.uuid4()}/timeline").status_code) in timeline_answers
     calls = {"/api/ops/exchanges/{exchange_id}/actions/{action}": f"/api/ops/exchanges/{uuid.uuid4()}/actions/retry",
              "/api/ops/findings/{finding_id}/{action}": "/api/ops/findings/424242/resolve",
              "/api/ops/dead-letters/{message_id}/{action}": "/api/ops/dead-letters/m-1/replay",

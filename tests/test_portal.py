@@ -261,3 +261,22 @@ def test_a_form_without_its_rendered_key_is_refused_and_writes_nothing(
     assert response.status_code == 400
     assert "out of date" in response.get_data(as_text=True)
     assert snapshot(engine) == before
+
+
+def test_the_exchange_list_pages_ten_at_a_time_newest_first_in_the_customers_words(
+    signed_in: FlaskClient, funded_account: uuid.UUID
+) -> None:
+    locations = [submit(signed_in, funded_account, f"{n}.00").headers["Location"] for n in range(1, 13)]
+
+    first = signed_in.get("/").get_data(as_text=True)
+    assert first.count('<td class="state-pending">processing</td>') == 10
+    assert first.index(f'href="{locations[-1]}"') < first.index(f'href="{locations[-2]}"')  # newest first
+    assert f'href="{locations[0]}"' not in first
+    older = re.search(r'<a id="older" href="([^"]+)"', first)
+    assert older is not None
+
+    second = signed_in.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    assert [loc for loc in locations if f'href="{loc}"' in second] == locations[:2]
+    assert 'id="older"' not in second and 'id="newest"' in second
+    # A cursor edited by hand shows the newest page, not an error.
+    assert signed_in.get("/?cursor=garbage").status_code == 200

@@ -18,8 +18,8 @@ from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 from domain import customer_view
-from errors import ClientError
-from services import accounts, exchanges
+from errors import ClientError, ValidationFailed
+from services import accounts, exchange_list, exchanges
 from services.credentials import check_password, customer_name
 from web.auth import SESSION_CUSTOMER, portal_customer
 from web.csrf import check_csrf
@@ -89,12 +89,33 @@ def _home(form: dict[str, str] | None = None, errors: dict[str, list[str]] | Non
         "portal/home.html",
         name=customer_name(_engine(), customer),
         accounts=accounts.accounts_of(_engine(), customer),
-        recent=exchanges.recent_for_customer(_engine(), customer),
+        recent=_recent(customer),
         currencies=settings.currencies,
         form=form or {},
         errors=errors or {},
         form_key=str(uuid.uuid4()),
     ), status
+
+
+#: Exchanges per page of the home page's list.
+RECENT_PAGE = 10
+
+
+def _recent(customer: Any) -> exchange_list.Page:
+    """A page of the customer's exchanges, newest first, paged as the API pages them."""
+    try:
+        return exchange_list.page_for_customer(_engine(), customer, limit=RECENT_PAGE,
+                                               cursor=request.args.get("cursor") or None)
+    except ValidationFailed:  # a cursor edited by hand: start from the newest
+        return exchange_list.page_for_customer(_engine(), customer, limit=RECENT_PAGE)
+
+
+@bp.app_template_global("customer_status")
+def status_of(row: Any) -> str:
+    """The customer's word for where an exchange stands (the list's "status" column)."""
+    view = customer_view.describe(row.state, failure_code=row.failure_code, retrying=row.last_error is not None,
+                                  from_currency=row.from_currency, to_currency=row.to_currency)
+    return view.status.value.replace("_", " ")
 
 
 @bp.get("/")
