@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 from sqlalchemy import Engine, func, select
-from werkzeug.serving import make_server
 
+from harness.wsgi import serving as serve_in_thread
 from models import balances, exchange_events, exchanges, outbox_messages
 from services.accounts import open_account
 from tests.conftest import ApiCustomer
@@ -33,16 +34,10 @@ REQUEST_TIMEOUT_SECONDS = 60
 
 @contextmanager
 def serving(app: Flask) -> Iterator[tuple[str, int]]:
-    """The app behind a real threaded WSGI server on a free local port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="wsgi-server", daemon=True)
-    thread.start()
-    try:
-        yield "127.0.0.1", server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    """The app behind a real threaded WSGI server on a free local port: (host, port)."""
+    with serve_in_thread(app) as url:
+        address = urlsplit(url)
+        yield address.hostname or "127.0.0.1", address.port or 80
 
 
 def post_json(address: tuple[str, int], path: str, body: dict[str, Any],

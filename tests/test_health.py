@@ -18,10 +18,6 @@ from web import health
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 
-def served(settings: Settings) -> Flask:
-    return create_app(settings)
-
-
 @pytest.fixture(autouse=True)
 def fresh_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each test asks once: no answer cached by another test's app is reused (each app has its own anyway).
@@ -30,7 +26,7 @@ def fresh_answers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_health_answers_without_an_api_key_and_touches_nothing(tmp_path: Path) -> None:
     # A database that does not exist: liveness must not depend on it.
-    app = served(Settings(database_url=f"sqlite:///{tmp_path / 'missing' / 'fx.db'}"))
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'missing' / 'fx.db'}"))
     response = app.test_client().get("/api/health")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok"}
@@ -44,13 +40,13 @@ def test_ready_on_a_migrated_database_with_the_embedded_broker(app: Flask) -> No
 
 
 def test_ready_with_a_reachable_redis_broker(engine: Engine) -> None:
-    app = served(settings_for(engine, broker_url=REDIS_URL))
+    app = create_app(settings_for(engine, broker_url=REDIS_URL))
     body = app.test_client().get("/api/ready").get_json()
     assert body["checks"]["broker"] == "ok" and body["status"] == "ready"
 
 
 def test_not_ready_when_the_broker_is_unreachable_and_the_answer_names_no_host_or_port(engine: Engine) -> None:
-    app = served(settings_for(engine, broker_url=DEAD_REDIS))
+    app = create_app(settings_for(engine, broker_url=DEAD_REDIS))
     response = app.test_client().get("/api/ready")
     assert response.status_code == 503
     body = response.get_json()
@@ -59,7 +55,7 @@ def test_not_ready_when_the_broker_is_unreachable_and_the_answer_names_no_host_o
 
 
 def test_not_ready_on_a_database_that_was_never_migrated(tmp_path: Path) -> None:
-    app = served(Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}"))
     response = app.test_client().get("/api/ready")
     assert response.status_code == 503
     assert response.get_json()["checks"] == {"database": "ok", "migrations": f"schema at nothing, code needs "
@@ -69,7 +65,7 @@ def test_not_ready_on_a_database_that_was_never_migrated(tmp_path: Path) -> None
 def test_not_ready_on_a_database_behind_the_code(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
-    app = served(settings_for(engine))
+    app = create_app(settings_for(engine))
     try:
         body = app.test_client().get("/api/ready").get_json()
     finally:
@@ -81,7 +77,7 @@ def test_not_ready_on_a_database_behind_the_code(engine: Engine) -> None:
 
 def test_not_ready_when_the_database_does_not_answer() -> None:
     # Nothing listens on port 1: the database is unreachable, so the schema cannot be known.
-    app = served(Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/fx?connect_timeout=1"))
+    app = create_app(Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/fx?connect_timeout=1"))
     response = app.test_client().get("/api/ready")
     assert response.status_code == 503
     assert response.get_json()["checks"] == {"database": "unreachable", "migrations": "unknown", "broker": "embedded"}

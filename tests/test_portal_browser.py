@@ -23,10 +23,10 @@ import pytest
 from conftest import IN_CI, settings_for
 from dramatiq import Worker
 from sqlalchemy import Engine
-from werkzeug.serving import make_server
 
 import bootstrap
 from app import create_app
+from harness.wsgi import serving
 from services.accounts import open_account
 from services.credentials import create_customer
 from tests.workflow_support import bank_server
@@ -83,14 +83,10 @@ def portal(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Portal]:
         app.extensions["fx.engine"].dispose()
         app.extensions["fx.engine"] = sqlite_engine
         app.extensions["fx.bank"] = bank
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        server_thread = threading.Thread(target=server.serve_forever, name="portal-server", daemon=True)
-        server_thread.start()
         try:
-            yield Portal(f"http://127.0.0.1:{server.server_port}", str(account))
+            with serving(app, name="portal-server") as url:
+                yield Portal(url, str(account))
         finally:
-            server.shutdown()
-            server_thread.join()
             relay.stop()
             relay_thread.join(timeout=10)
             worker.stop()

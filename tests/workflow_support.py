@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,11 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import Engine, select
-from werkzeug.serving import make_server
 
 from bank.server import create_app as create_bank
 from domain import states as machine
 from domain.states import TERMINAL_STATES
+from harness.wsgi import serving
 from models import exchanges
 from services.exchanges import ExchangeRequest, create_exchange
 from services.workflow import STEPS, Delivery, StepDeferred, StepResult, Workflow
@@ -23,13 +22,8 @@ from services.workflow import STEPS, Delivery, StepDeferred, StepResult, Workflo
 @contextmanager
 def bank_server(tmp_path: Path) -> Iterator[str]:
     """The real bank service on a free port, in a thread, with its own SQLite file."""
-    server = make_server("127.0.0.1", 0, create_bank(str(tmp_path / "bank.db"), seed=7), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
+    with serving(create_bank(str(tmp_path / "bank.db"), seed=7), name="bank") as url:
+        yield url
 
 
 def state_of(engine: Engine, exchange_id: uuid.UUID) -> str:

@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,11 +25,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import Engine, text
-from werkzeug.serving import make_server
 
 from bank.client import BankClient
 from bank.server import create_app as create_bank
 from harness.databases import POSTGRES_ADMIN_URL, ScratchDatabase, scratch_name
+from harness.wsgi import serving
 from infra.database import make_engine
 from infra.migrate import upgrade
 from models.base import utcnow
@@ -47,13 +46,8 @@ FULL_REPEAT = 3
 @contextmanager
 def bank_service(directory: str) -> Iterator[BankClient]:
     """The real bank service on a free port, in a thread, with an empty SQLite file."""
-    server = make_server("127.0.0.1", 0, create_bank(os.path.join(directory, "bank.db")), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield BankClient(f"http://127.0.0.1:{server.server_port}", connect_timeout=2, read_timeout=10)
-    finally:
-        server.shutdown()
+    with serving(create_bank(os.path.join(directory, "bank.db")), name="bank") as url:
+        yield BankClient(url, connect_timeout=2, read_timeout=10)
 
 
 def seed(engine: Engine, account: str, start: int, stop: int) -> None:

@@ -10,16 +10,14 @@ import os
 import shutil
 import struct
 import subprocess
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
+from harness.wsgi import serving
 from tests.conftest import IN_CI
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -40,17 +38,9 @@ def chromium_binary() -> str:
     return found
 
 
-@contextmanager
-def served(app: Flask) -> Iterator[str]:
+def served(app: Flask) -> AbstractContextManager[str]:
     """`app` in a threaded HTTP server on a free port; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="browser-app", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
+    return serving(app, name="browser-app")
 
 
 def chromium(tmp_path: Path, *args: str, window: tuple[int, int] = WINDOW) -> str:
