@@ -93,6 +93,13 @@ def describe(state: str, *, failure_code: str | None, retrying: bool, from_curre
     return CustomerView(CustomerStatus.PROCESSING, _processing(s, from_currency, to_currency), None, reached, False)
 
 
+def of_exchange(row: Any) -> CustomerView:
+    """`describe` for an exchange row (its state, failure code, last error and currencies): a last
+    error on an exchange still moving means a step failed and will run again."""
+    return describe(row.state, failure_code=row.failure_code, retrying=row.last_error is not None,
+                    from_currency=row.from_currency, to_currency=row.to_currency)
+
+
 def _processing(s: ExchangeState, from_currency: str, to_currency: str) -> str:
     if s == S.PENDING:
         return f"Received: we are fixing the rate and holding your {from_currency}."

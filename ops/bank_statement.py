@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from bank.client import BankClient, BankRecord
 from domain.reconciliation import BankPayment
@@ -62,13 +62,12 @@ def _store(engine: Engine, records: list[BankRecord]) -> None:
             set_={k: statement.excluded[k] for k in ("status", "amount", "currency", "change_seq")}))
 
 
-def applied_for(engine: Engine, references: Collection[str] | None) -> list[BankPayment]:
+def applied_for(conn: Connection, references: Collection[str] | None) -> list[BankPayment]:
     """The applied transfers made for `references` (every applied transfer when None)."""
     query = select(lines.c.transfer_id, lines.c.reference, lines.c.amount, lines.c.currency).where(
         lines.c.status == APPLIED)
-    with engine.connect() as conn:
-        if references is None:
-            return [BankPayment(*row) for row in conn.execute(query)]
-        wanted = sorted(references)
-        return [BankPayment(*row) for start in range(0, len(wanted), REFERENCES_PER_QUERY)
-                for row in conn.execute(query.where(lines.c.reference.in_(wanted[start:start + REFERENCES_PER_QUERY])))]
+    if references is None:
+        return [BankPayment(*row) for row in conn.execute(query)]
+    wanted = sorted(references)
+    return [BankPayment(*row) for start in range(0, len(wanted), REFERENCES_PER_QUERY)
+            for row in conn.execute(query.where(lines.c.reference.in_(wanted[start:start + REFERENCES_PER_QUERY])))]

@@ -159,10 +159,9 @@ def compare_ledger(engine: Engine, bank: BankClient, *, settle_after: timedelta,
             touched = _exchange_ids(imported.references)
             query = query.where(or_(exchanges.c.updated_at >= since, exchanges.c.id.in_(touched)))
         settled = conn.execute(query).all()
+        judged = {str(r.id) for r in settled}
         credits = credit_postings(conn, None if since is None else [r.id for r in settled])
-    judged = {str(r.id) for r in settled}
-    paid = bank_statement.applied_for(engine, None if since is None else judged | imported.references)
-    with engine.connect() as conn:
+        paid = bank_statement.applied_for(conn, None if since is None else judged | imported.references)
         known = _known_references(conn, {p.reference for p in paid})
     findings = compare([ExchangeFacts(r.id, r.state, r.to_amount, r.to_currency, credits.get(r.id, 0))
                         for r in settled], paid, known=known)

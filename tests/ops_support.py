@@ -83,6 +83,22 @@ def exchange_in(wf: Workflow, account: uuid.UUID, state: str, amount: str = "100
     return exchange_id
 
 
+def credit_retrying(wf: Workflow, account: uuid.UUID, *, failures: int = 1, amount: str = "100.00") -> uuid.UUID:
+    """A debited exchange whose credit got 503 from the bank `failures` times, and is waiting to retry."""
+    exchange_id = exchange_in(wf, account, "debited", amount=amount)
+    wf.bank.set_faults(down=True)
+    try:
+        for _ in range(failures):
+            try:
+                run_step(wf, machine.CREDIT.actor, exchange_id)
+            except StepDeferred:
+                continue
+            raise AssertionError("the credit did not fail with the bank down")
+    finally:
+        wf.bank.reset_faults()
+    return exchange_id
+
+
 def fail_credit_for_good(wf: Workflow, exchange_id: uuid.UUID) -> None:
     """The bank answers 503 to every credit attempt: the debited exchange goes to compensating."""
     wf.bank.set_faults(down=True)

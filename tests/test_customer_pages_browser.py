@@ -17,14 +17,13 @@ from sqlalchemy import Engine
 
 from app import create_app
 from domain import customer_view
-from domain import states as machine
 from services.accounts import open_account
 from services.credentials import create_customer
-from services.workflow import StepDeferred, Workflow
-from tests.ops_support import exchange_in, make_workflow
+from services.workflow import Workflow
+from tests.ops_support import credit_retrying, exchange_in, make_workflow
 from tests.support.browser import served
 from tests.test_portal_browser import PAGE_TIMEOUT_MS, browser, png_size  # noqa: F401 - the browser fixture
-from tests.workflow_support import bank_server, run_step
+from tests.workflow_support import bank_server
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EMAIL, PASSWORD = "grace@example.com", "a long enough password"
@@ -50,18 +49,9 @@ def customer_site(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Customer]:
             yield Customer(url, wf, account)
 
 
-def delayed(wf: Workflow, account: uuid.UUID) -> uuid.UUID:
-    exchange_id = exchange_in(wf, account, "debited", amount="250.00")
-    wf.bank.set_faults(down=True)
-    with pytest.raises(StepDeferred):
-        run_step(wf, machine.CREDIT.actor, exchange_id)
-    wf.bank.reset_faults()
-    return exchange_id
-
-
 CASES: dict[str, tuple[Callable[[Workflow, uuid.UUID], uuid.UUID], str, bool]] = {
     # kind: (how to get there, what the status line must say, whether the page keeps refreshing)
-    "delayed": (delayed, "held, not lost", True),
+    "delayed": (lambda wf, a: credit_retrying(wf, a, amount="250.00"), "held, not lost", True),
     "refunded": (lambda wf, a: exchange_in(wf, a, "refunded", amount="250.00"),
                  customer_view.FAILURE_REASONS["bank_unavailable"], False),
     "parked": (lambda wf, a: exchange_in(wf, a, "needs_attention", amount="250.00"),

@@ -24,9 +24,8 @@ from ops.actions import cancel
 from services import timeline
 from services.accounts import open_account
 from services.credentials import Role, create_customer, issue_api_key
-from services.workflow import StepDeferred, Workflow
-from tests.ops_support import exchange_in
-from tests.workflow_support import run_step
+from services.workflow import Workflow
+from tests.ops_support import credit_retrying, exchange_in
 
 OPERATOR = "alice-the-operator"
 
@@ -38,12 +37,7 @@ def account(engine: Engine, customer: ApiCustomer) -> uuid.UUID:
 
 def delayed(wf: Workflow, account: uuid.UUID) -> uuid.UUID:
     """Debited; the bank answered 503 to the credit once, and a retry is due."""
-    exchange_id = exchange_in(wf, account, "debited")
-    wf.bank.set_faults(down=True)
-    with pytest.raises(StepDeferred):
-        run_step(wf, machine.CREDIT.actor, exchange_id)
-    wf.bank.reset_faults()
-    return exchange_id
+    return credit_retrying(wf, account)
 
 
 def cancelled(wf: Workflow, account: uuid.UUID) -> uuid.UUID:

@@ -13,14 +13,13 @@ from dramatiq.brokers.stub import StubBroker
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from domain import states as machine
 from outbox.publisher import BrokerPublisher
 from outbox.relay import Relay
 from services import timeline
 from services.accounts import open_account
-from services.workflow import StepDeferred, Workflow
-from tests.ops_support import exchange_in
-from tests.workflow_support import drive, run_step
+from services.workflow import Workflow
+from tests.ops_support import credit_retrying, exchange_in
+from tests.workflow_support import drive
 
 
 @pytest.fixture
@@ -36,13 +35,7 @@ def api(client: FlaskClient) -> FlaskClient:
 
 def credit_failing_twice(wf: Workflow, account: uuid.UUID) -> uuid.UUID:
     """A debited exchange whose credit got 503 from the bank on two attempts, and is waiting to retry."""
-    exchange_id = exchange_in(wf, account, "debited")
-    wf.bank.set_faults(down=True)
-    for _ in range(2):
-        with pytest.raises(StepDeferred):
-            run_step(wf, machine.CREDIT.actor, exchange_id)
-    wf.bank.reset_faults()
-    return exchange_id
+    return credit_retrying(wf, account, failures=2)
 
 
 def trouble_box(html: str) -> str:

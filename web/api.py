@@ -156,8 +156,7 @@ def exchange_json(row: Any) -> dict[str, Any]:
 
 def _standing(row: Any) -> dict[str, Any]:
     """Where an exchange stands: the fields its answer and its timeline both start with."""
-    view = customer_view.describe(row.state, failure_code=row.failure_code, retrying=row.last_error is not None,
-                                  from_currency=row.from_currency, to_currency=row.to_currency)
+    view = customer_view.of_exchange(row)
     return {"id": str(row.id), "state": row.state, "step": row.step, "attempt": row.attempt,
             "status": view.status.value, "status_message": view.message, "failure_reason": view.failure_reason,
             "final": view.final}

@@ -113,8 +113,7 @@ def _recent(customer: Any) -> exchange_list.Page:
 @bp.app_template_global("customer_status")
 def status_of(row: Any) -> str:
     """The customer's word for where an exchange stands (the list's "status" column)."""
-    view = customer_view.describe(row.state, failure_code=row.failure_code, retrying=row.last_error is not None,
-                                  from_currency=row.from_currency, to_currency=row.to_currency)
+    view = customer_view.of_exchange(row)
     return view.status.value.replace("_", " ")
 
 
@@ -158,6 +157,5 @@ def submit_exchange() -> Any:
 @signed_in
 def exchange(exchange_id: uuid.UUID) -> Any:
     row = exchanges.get_exchange(_engine(), exchange_id, owner=_customer_id())
-    view = customer_view.describe(row.state, failure_code=row.failure_code, retrying=row.last_error is not None,
-                                  from_currency=row.from_currency, to_currency=row.to_currency)
+    view = customer_view.of_exchange(row)
     return render_template("portal/exchange.html", exchange=row, view=view, milestones=customer_view.MILESTONES)
