@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["fx.settings"] = settings
     app.extensions["fx.engine"] = bootstrap.build_engine(settings, bootstrap.Role.WEB)
     app.extensions["fx.bank"] = bootstrap.build_bank(settings)
+    app.extensions["fx.rates"] = bootstrap.build_rates(settings)
     app.jinja_env.globals["csrf_token"] = csrf_token
 
     errors.register(app)

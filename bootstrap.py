@@ -84,9 +84,13 @@ def workflow_config(settings: Settings) -> WorkflowConfig:
     )
 
 
+def build_rates(settings: Settings) -> TableRateProvider:
+    """The rate table: the built-in one, with FX_RATES over it. The web quotes from it, workers price from it."""
+    return TableRateProvider({**DEFAULT_USD_VALUES, **parse_rate_table(settings.fx_rates)})
+
+
 def build_workflow(settings: Settings, engine: Engine, bank: BankClient) -> Workflow:
-    rates = TableRateProvider({**DEFAULT_USD_VALUES, **parse_rate_table(settings.fx_rates)})
-    return Workflow(engine=engine, bank=bank, rates=rates, config=workflow_config(settings))
+    return Workflow(engine=engine, bank=bank, rates=build_rates(settings), config=workflow_config(settings))
 
 
 def relay_config(settings: Settings) -> RelayConfig:

@@ -74,6 +74,10 @@ class UnknownExchange(NotFound):
     code = "unknown_exchange"
 
 
+class UnknownQuote(NotFound):
+    code = "unknown_quote"
+
+
 class Conflict(ClientError):
     status = 409
     code = "conflict"
@@ -85,6 +89,25 @@ class AccountInactive(Conflict):
 
 class InsufficientFunds(Conflict):
     code = "insufficient_funds"
+
+
+class QuoteExpired(Conflict):
+    """The quote's firm period ended before the exchange named it: ask for a new one."""
+
+    code = "quote_expired"
+
+
+class QuoteUsed(Conflict):
+    """Another exchange has already accepted this quote: each quote is good for one exchange."""
+
+    code = "quote_used"
+
+
+class RateUnavailable(ClientError):
+    """No rate can be quoted for this pair or amount now."""
+
+    status = 422
+    code = "no_rate"
 
 
 class ActionRefused(Conflict):

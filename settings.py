@@ -74,6 +74,8 @@ class Settings:
     bank_read_timeout_seconds: float = _env("BANK_READ_TIMEOUT_SECONDS", 5.0, 0.05)
     step_lease_seconds: float = _env("STEP_LEASE_SECONDS", 30.0, 0.5)
     quote_ttl_seconds: float = _env("QUOTE_TTL_SECONDS", 30.0, 1.0)
+    #: How long a customer's quote (POST /api/quotes) is firm: time to read it and confirm.
+    firm_quote_ttl_seconds: float = _env("FIRM_QUOTE_TTL_SECONDS", 120.0, 1.0)
     credit_max_attempts: int = _env("CREDIT_MAX_ATTEMPTS", 5, 1)
     fx_rates: str = _env("FX_RATES", "")
     # Operations

@@ -143,7 +143,8 @@ def _say(step: str, outcome: str, detail: Mapping[str, Any], *, failure_code: st
     if outcome == "parked":
         return "under_review", "Our team is checking this exchange with the bank. Your money is safe."
     if step == "quote" and outcome == "succeeded":
-        return "rate_fixed", f"Rate fixed at {detail.get('rate', '?')} {to_currency} per {from_currency}."
+        quoted = " as quoted" if detail.get("quote_id") else ""
+        return "rate_fixed", f"Rate fixed at {detail.get('rate', '?')} {to_currency} per {from_currency}{quoted}."
     if step == "debit" and outcome == "succeeded":
         return "debited", f"{amount} {from_currency} taken from your balance."
     if step == "credit" and outcome == "succeeded":

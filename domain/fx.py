@@ -28,6 +28,10 @@ class NoRate(DomainError):
     """The provider has no rate for this pair; the exchange cannot go ahead."""
 
 
+class AmountTooSmall(NoRate):
+    """The amount converts to less than the target currency's smallest unit."""
+
+
 @dataclass(frozen=True)
 class Quote:
     rate: Decimal
@@ -69,5 +73,5 @@ def make_quote(provider: RateProvider, source: str, target: str, amount: Decimal
     rate = provider.rate(source, target)
     to_amount = quantize(amount * rate, target)
     if to_amount <= 0:
-        raise NoRate(f"{amount} {source} is worth less than the smallest unit of {target}")
+        raise AmountTooSmall(f"{amount} {source} is worth less than the smallest unit of {target}")
     return Quote(rate=rate, to_amount=to_amount, expires_at=now + ttl)

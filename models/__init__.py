@@ -7,6 +7,7 @@ from models.exchange import Exchange, ExchangeEvent, ExchangeStateCount, Exchang
 from models.ledger import LedgerEntry
 from models.operations import OperatorAction, OpsCheck, ProcessHeartbeat
 from models.outbox import OutboxMessage, RelayLease
+from models.quote import Quote
 from models.reconciliation import BankStatementLine, ReconciliationFinding
 
 accounts = Account.__table__
@@ -20,6 +21,7 @@ exchange_state_deltas = ExchangeStateDelta.__table__
 ledger_entries = LedgerEntry.__table__
 outbox_messages = OutboxMessage.__table__
 relay_leases = RelayLease.__table__
+quotes = Quote.__table__
 reconciliation_findings = ReconciliationFinding.__table__
 bank_statement_lines = BankStatementLine.__table__
 process_heartbeats = ProcessHeartbeat.__table__
@@ -42,6 +44,7 @@ __all__ = [
     "OpsCheck",
     "OutboxMessage",
     "ProcessHeartbeat",
+    "Quote",
     "ReconciliationFinding",
     "accounts",
     "api_keys",
@@ -57,6 +60,7 @@ __all__ = [
     "ops_checks",
     "outbox_messages",
     "process_heartbeats",
+    "quotes",
     "reconciliation_findings",
     "relay_leases",
 ]

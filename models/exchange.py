@@ -51,6 +51,8 @@ class Exchange(Base):
     rate: Mapped[Decimal | None] = mapped_column(Rate)
     to_amount: Mapped[Decimal | None] = mapped_column(Money)
     quote_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The customer's firm quote it was accepted on: its rate is honoured, never re-priced.
+    quote_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("quotes.id"))
     state: Mapped[str] = mapped_column(String(20), default=ExchangeState.PENDING)
     # The step claim: who works on the exchange now, until when, and a fencing token
     # that every write of the step checks, so a worker whose lease ran out cannot write.

@@ -47,6 +47,8 @@ class Claim:
     #: The worker whose claim on this step expired without a result, if any: this claim
     #: is a rescue, and the step's rescue policy decides what happens.
     rescued_from: str | None = None
+    #: The customer's firm quote: its rate stands, however late the steps run.
+    quote_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Busy:
 
 _RETURNING = (
     t.c.claim_token, t.c.attempt, t.c.account_id, t.c.from_currency, t.c.to_currency, t.c.amount, t.c.rate,
-    t.c.to_amount, t.c.quote_expires_at, t.c.outcome_unknown, t.c.step_epoch, t.c.rescued_from,
+    t.c.to_amount, t.c.quote_expires_at, t.c.outcome_unknown, t.c.step_epoch, t.c.rescued_from, t.c.quote_id,
 )
 
 

@@ -14,10 +14,18 @@ from sqlalchemy.exc import IntegrityError
 
 from domain import states as machine
 from domain.states import ExchangeState
-from errors import AccountInactive, IdempotencyKeyReused, InsufficientFunds, UnknownAccount, UnknownExchange
+from errors import (
+    AccountInactive,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    QuoteUsed,
+    UnknownAccount,
+    UnknownExchange,
+)
 from models import AccountKind, AccountStatus, accounts, balances, exchange_events, exchanges
 from models.base import utcnow
 from outbox.writer import enqueue
+from services import quotes
 
 ACCEPT_STEP = "accept"
 
@@ -28,10 +36,14 @@ class ExchangeRequest:
     from_currency: str
     to_currency: str
     amount: Decimal
+    #: A firm quote (services/quotes.py) for exactly this pair and amount: its rate is honoured.
+    quote_id: uuid.UUID | None = None
 
     def fingerprint(self) -> str:
         """Same request, same hash: "10.0" and "10.00" are the same amount."""
         canonical = f"{self.account_id}|{self.from_currency}|{self.to_currency}|{self.amount.normalize()}"
+        if self.quote_id is not None:  # appended only then: earlier requests' hashes stay valid
+            canonical += f"|quote:{self.quote_id}"
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -77,9 +89,9 @@ def create_exchange(
                 if earlier is not None:
                     return _replay(earlier, fingerprint)
             return _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers, owner)
-    except IntegrityError:
-        # Two requests with one key raced; the unique constraint let one win. Answer
-        # this one as a replay of the winner (or as a reuse of its key).
+    except (IntegrityError, QuoteUsed):
+        # Two requests with one key raced; the unique constraint (or the quote's single use)
+        # let one win. Answer this one as a replay of the winner (or as a reuse of its key).
         if not idempotency_key:
             raise
         with engine.connect() as conn:
@@ -108,7 +120,12 @@ def _accept(
             if earlier is not None:
                 return _replay(earlier, fingerprint)
         raise _refusal(conn, request, owner)
-    exchange_id = _record(conn, request, queue, idempotency_key, fingerprint, trace_headers, now)
+    exchange_id = uuid.uuid4()
+    # The quote's refusal rolls the hold back with everything else.
+    priced = {} if request.quote_id is None else quotes.take(
+        conn, request.quote_id, exchange_id=exchange_id, account_id=request.account_id,
+        from_currency=request.from_currency, to_currency=request.to_currency, amount=request.amount, now=now)
+    _record(conn, exchange_id, request, queue, idempotency_key, fingerprint, trace_headers, now, priced)
     return Accepted(
         exchange_id=exchange_id,
         account_id=request.account_id,
@@ -158,10 +175,10 @@ def _hold(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None, n
     return held.rowcount == 1
 
 
-def _record(conn: Connection, request: ExchangeRequest, queue: str, idempotency_key: str | None,
-            fingerprint: str | None, trace_headers: dict[str, str] | None, now: datetime) -> uuid.UUID:
+def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, queue: str,
+            idempotency_key: str | None, fingerprint: str | None, trace_headers: dict[str, str] | None,
+            now: datetime, priced: dict[str, Any]) -> None:
     """The exchange row, its first outbox message and its first timeline entry, in the caller's transaction."""
-    exchange_id = uuid.uuid4()
     conn.execute(
         _INSERT_EXCHANGE,
         {
@@ -179,16 +196,12 @@ def _record(conn: Connection, request: ExchangeRequest, queue: str, idempotency_
             "created_at": now,
             "updated_at": now,
             "progressed_at": now,
+            **dict.fromkeys(("quote_id", "rate", "to_amount", "quote_expires_at")),  # one statement shape
+            **priced,
         },
     )
-    message_id = enqueue(
-        conn,
-        actor=machine.QUOTE.actor,
-        payload={"exchange_id": str(exchange_id)},
-        queue=queue,
-        trace_headers=trace_headers,
-        now=now,
-    )
+    message_id = enqueue(conn, actor=machine.QUOTE.actor, payload={"exchange_id": str(exchange_id)}, queue=queue,
+                         trace_headers=trace_headers, now=now)
     conn.execute(
         _INSERT_EVENT,
         {
@@ -198,11 +211,11 @@ def _record(conn: Connection, request: ExchangeRequest, queue: str, idempotency_
             "outcome": "accepted",
             "state": ExchangeState.PENDING,
             "message_id": message_id,
-            "detail": {"held": str(request.amount), "currency": request.from_currency},
+            "detail": {"held": str(request.amount), "currency": request.from_currency,
+                       **({"quote_id": str(request.quote_id)} if request.quote_id else {})},
             "created_at": now,
         },
     )
-    return exchange_id
 
 
 def _owned_by(owner: uuid.UUID | None) -> list[Any]:

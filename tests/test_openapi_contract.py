@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,9 +44,11 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import Engine
 
 from app import create_app
+from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
 from services import timeline
 from services.accounts import open_account
 from services.exchanges import ExchangeRequest, create_exchange
+from services.quotes import QuoteRequest, create_quote
 from settings import Settings
 
 #: Generated requests per operation in the random phase (the examples and boundary cases come on top).
@@ -130,9 +133,11 @@ def sometimes_real_ids(context: Any, path_parameters: dict[str, Any] | None) -> 
 
 @schema.hook("flatmap_body")
 def sometimes_real_account(context: Any, body: Any) -> st.SearchStrategy[Any]:
-    if not isinstance(body, dict) or "account" not in body:
+    if not isinstance(body, dict) or not {"account", "quote_id"} & set(body):
         return st.just(body)
-    return st.booleans().map(lambda real: {**body, "account": real_id("account_id", body["account"])} if real else body)
+    ids = {"account": "account_id", "quote_id": "quote_id"}
+    return st.booleans().map(lambda real: {
+        **body, **{name: real_id(ids[name], body[name]) for name in ids if name in body}} if real else body)
 
 
 @pytest.fixture
@@ -145,11 +150,13 @@ def live(engine: Engine, customer: ApiCustomer) -> Iterator[Live]:
         timeline.record(conn, exchange, step="quote_exchange", outcome="retrying", state="pending", attempt=1,
                         worker="worker-1:42:Thread-1", error="bank answered 503", duration_ms=12,
                         detail={"status": 503})
+    quote = create_quote(engine, TableRateProvider(DEFAULT_USD_VALUES), customer.id,
+                         QuoteRequest("CAD", "USD", Decimal("10.00")), ttl=timedelta(hours=1))
     app = create_app(settings_for(engine, api_rate_limit=UNLIMITED))
     app.extensions["fx.engine"].dispose()
     app.extensions["fx.engine"] = engine
     _live.append(Live(app, app.test_client(), customer.api_key,
-                      {"account_id": str(account), "exchange_id": str(exchange)}))
+                      {"account_id": str(account), "exchange_id": str(exchange), "quote_id": str(quote.id)}))
     yield _live[-1]
     _live.pop()
 
@@ -175,6 +182,8 @@ def test_the_document_lists_every_operation_its_tag_its_security_and_its_error_h
         ("GET", "/api/exchanges/{exchange_id}"),
         ("GET", "/api/exchanges/{exchange_id}/timeline"),
         ("GET", "/api/accounts/{account_id}"),
+        ("POST", "/api/quotes"),
+        ("GET", "/api/quotes/{quote_id}"),
         ("GET", "/api/health"),
         ("GET", "/api/ready"),
     }

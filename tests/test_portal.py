@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 
-from models import exchanges
+from models import exchanges, quotes
 from ops.actions import cancel
 from services.accounts import open_account
 from tests.support.portal import EMAIL, PASSWORD, exchange_form, hidden_field, sign_in, snapshot
@@ -280,3 +280,67 @@ def test_the_exchange_list_pages_ten_at_a_time_newest_first_in_the_customers_wor
     assert 'id="older"' not in second and 'id="newest"' in second
     # A cursor edited by hand shows the newest page, not an error.
     assert signed_in.get("/?cursor=garbage").status_code == 200
+
+
+# --- a quote first, then the exchange ------------------------------------------------------
+
+
+def ask_quote(client: FlaskClient, account: uuid.UUID, amount: str) -> tuple[object, str]:
+    form = exchange_form(client, account=str(account), from_currency="CAD", to_currency="USD", amount=amount)
+    response = client.post("/quotes", data=form)
+    return response, response.get_data(as_text=True)  # type: ignore[attr-defined]
+
+
+def test_the_form_shows_a_firm_quote_first_and_confirming_it_makes_the_exchange_at_that_rate(
+    signed_in: FlaskClient, engine: Engine, funded_account: uuid.UUID
+) -> None:
+    home = signed_in.get("/").get_data(as_text=True)
+    assert 'action="/quotes"' in home and ">See the rate</button>" in home
+    response, page = ask_quote(signed_in, funded_account, "125.50")
+    assert response.status_code == 200  # type: ignore[attr-defined]
+    assert '<td class="num" id="quote-pay">125.50 CAD</td>' in page
+    assert '<td class="num" id="quote-get">91.74 USD</td>' in page
+    assert "guaranteed for 2 minutes" in page
+    assert snapshot(engine)["exchanges"] == 0  # nothing is held before the customer confirms
+    confirm = {name: hidden_field(page, name) for name in ("csrf_token", "form_key", "quote_id", "account",
+                                                           "from_currency", "to_currency", "amount")}
+
+    done = signed_in.post("/exchanges", data=confirm)
+
+    assert done.status_code == 303
+    with engine.connect() as conn:
+        row = conn.execute(select(exchanges).where(exchanges.c.account_id == funded_account)).one()
+    assert (str(row.quote_id), row.to_amount) == (confirm["quote_id"], Decimal("91.74"))
+    shown = signed_in.get(done.headers["Location"]).get_data(as_text=True)
+    assert "<h1>125.50 CAD → 91.74 USD</h1>" in shown and 'id="quoted">(as quoted)' in shown
+    assert signed_in.post("/exchanges", data=confirm).headers["Location"] == done.headers["Location"]  # replay
+
+
+def test_confirming_an_expired_quote_says_so_above_the_form_and_holds_nothing(
+    signed_in: FlaskClient, engine: Engine, funded_account: uuid.UUID
+) -> None:
+    from tests.test_quotes import expire
+
+    _, page = ask_quote(signed_in, funded_account, "10.00")
+    confirm = {name: hidden_field(page, name) for name in ("csrf_token", "form_key", "quote_id", "account",
+                                                           "from_currency", "to_currency", "amount")}
+    expire(engine, confirm["quote_id"])
+    before = snapshot(engine)
+
+    response = signed_in.post("/exchanges", data=confirm)
+
+    assert response.status_code == 409
+    html = response.get_data(as_text=True)
+    assert '<p class="error" id="form-error">This quote has expired; ask for a new one.</p>' in html
+    assert 'value="10.00"' in html  # the form is filled in again, ready for a new quote
+    assert snapshot(engine) == before
+
+
+def test_a_bad_amount_is_named_on_the_form_before_any_quote_is_made(
+    signed_in: FlaskClient, engine: Engine, funded_account: uuid.UUID
+) -> None:
+    response, html = ask_quote(signed_in, funded_account, "1.001")
+    assert response.status_code == 422  # type: ignore[attr-defined]
+    assert field_error(html, "amount") == "CAD allows at most 2 decimal places."
+    with engine.connect() as conn:
+        assert conn.execute(select(quotes.c.id)).first() is None

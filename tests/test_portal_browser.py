@@ -2,7 +2,7 @@
 
 The app runs as `make run` runs it (embedded.py): a real HTTP server, the outbox relay and
 an in-process Dramatiq worker as threads, the bank service on a free port, all on one
-SQLite file. A customer signs in, submits an exchange through the form, and watches its
+SQLite file. A customer signs in, asks for a quote through the form, confirms it, and watches its
 page (it refreshes itself) until the exchange is `completed`. The screenshot of the
 balances afterwards is docs/portal.png, shown in the README.
 """
@@ -37,6 +37,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "portal.png"
+#: The quote the customer confirms, before the exchange exists.
+QUOTE_SCREENSHOT = SCREENSHOT.with_name("customer-quote.png")
 #: Bounds, not expectations: the exchange completes in a few seconds; a loaded machine may take far longer.
 COMPLETED_WITHIN_MS = 90_000
 PAGE_TIMEOUT_MS = 30_000
@@ -145,7 +147,17 @@ def test_a_customer_signs_in_exchanges_through_the_form_and_watches_it_complete(
     page.fill("#amount", "250.00")
     page.click("#submit")
 
+    # The rate first: a firm quote, confirmed by the customer.
+    page.wait_for_url(f"{portal.url}/quotes")
+    expect(page.locator("#quote-pay")).to_have_text("250.00 CAD")
+    expect(page.locator("#quote-get")).to_have_text("182.75 USD")
+    expect(page.locator("#quote-rate")).to_have_text("0.731 USD per CAD")
+    page.screenshot(path=str(QUOTE_SCREENSHOT), full_page=True)
+    assert len(QUOTE_SCREENSHOT.read_bytes()) > MIN_SCREENSHOT_BYTES // 2
+    page.click("#confirm")
+
     page.wait_for_url(f"{portal.url}/exchanges/*")
+    expect(page.locator("#quoted")).to_have_text("(as quoted)")
     exchange_url = page.url
     expect(page.locator("h1")).to_contain_text("250.00 CAD")
     # The page refreshes itself each second until the exchange is done.

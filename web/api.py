@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,10 +17,10 @@ from domain.currencies import minor_unit
 from domain.money import quantize
 from errors import MalformedRequest, ValidationFailed
 from infra.observability import current_trace_headers
-from services import accounts, exchange_list, exchanges, timeline
+from services import accounts, exchange_list, exchanges, quotes, timeline
 from settings import Settings
 from web.auth import customer_required
-from web.schemas import ExchangeRequestSchema, ListQuerySchema
+from web.schemas import QUOTED_FIELDS, ExchangeRequestSchema, ListQuerySchema, QuoteRequestSchema
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -39,6 +40,7 @@ def _engine() -> Any:
 class _Schemas:
     exchange: ExchangeRequestSchema
     listing: ListQuerySchema
+    quote: QuoteRequestSchema
 
 
 def _schemas() -> _Schemas:
@@ -46,8 +48,8 @@ def _schemas() -> _Schemas:
     schemas = current_app.extensions.get("fx.api_schemas")
     if schemas is None:
         settings = _settings()
-        schemas = _Schemas(ExchangeRequestSchema(currencies=settings.currencies,
-                                                 max_amount=settings.max_exchange_amount), ListQuerySchema())
+        rules = {"currencies": settings.currencies, "max_amount": settings.max_exchange_amount}
+        schemas = _Schemas(ExchangeRequestSchema(**rules), ListQuerySchema(), QuoteRequestSchema(**rules))
         current_app.extensions["fx.api_schemas"] = schemas
     return schemas
 
@@ -80,6 +82,11 @@ def idempotency_key() -> str | None:
     return key
 
 
+def rate_text(rate: Decimal) -> str:
+    """"0.731", "10": no trailing zeros, never an exponent."""
+    return format(rate.normalize(), "f")
+
+
 def money(amount: Decimal | None, currency: str) -> str | None:
     """Amounts leave the API as strings with the currency's minor unit ("125.50", "1000")."""
     return None if amount is None else str(quantize(amount, currency))
@@ -96,7 +103,7 @@ def create_exchange() -> tuple[Response, int]:
         raise ValidationFailed("The request has invalid fields.", fields=_flatten(error.messages)) from None
     accepted = exchanges.create_exchange(
         _engine(),
-        exchanges.ExchangeRequest(data["account"], data["from_currency"], data["to_currency"], data["amount"]),
+        exchange_request(data, g.principal.customer_id),
         queue=_settings().queue_name,
         idempotency_key=key,
         trace_headers=current_trace_headers(),
@@ -116,6 +123,56 @@ def create_exchange() -> tuple[Response, int]:
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response, 202
+
+
+def exchange_request(data: dict[str, Any], customer_id: uuid.UUID) -> exchanges.ExchangeRequest:
+    """The validated body as a request; the fields left out of a quoted one come from its quote
+    (which the accept transaction then takes, checking every field again)."""
+    quote_id = data.get("quote_id")
+    if quote_id is not None and any(name not in data for name in QUOTED_FIELDS):
+        quote = quotes.get_quote(_engine(), quote_id, customer_id)
+        data = {**{name: getattr(quote, name) for name in QUOTED_FIELDS}, **data}
+    return exchanges.ExchangeRequest(data["account"], data["from_currency"], data["to_currency"], data["amount"],
+                                     quote_id=quote_id)
+
+
+@bp.post("/quotes")
+@customer_required
+def create_quote() -> tuple[Response, int]:
+    """A firm rate for a pair and amount, for an exchange that names it before it expires."""
+    body = json_body()
+    try:
+        data = _schemas().quote.load(body)
+    except ValidationError as error:
+        raise ValidationFailed("The request has invalid fields.", fields=_flatten(error.messages)) from None
+    row = quotes.create_quote(
+        _engine(), current_app.extensions["fx.rates"], g.principal.customer_id,
+        quotes.QuoteRequest(data["from_currency"], data["to_currency"], data["amount"]),
+        ttl=timedelta(seconds=_settings().firm_quote_ttl_seconds))
+    response = jsonify(quote_json(row))
+    response.headers["Location"] = url_for("api.get_quote", quote_id=row.id)
+    return response, 201
+
+
+@bp.get("/quotes/<uuid:quote_id>")
+@customer_required
+def get_quote(quote_id: uuid.UUID) -> Response:
+    return jsonify(quote_json(quotes.get_quote(_engine(), quote_id, g.principal.customer_id)))
+
+
+def quote_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "from_currency": row.from_currency,
+        "to_currency": row.to_currency,
+        "amount": money(row.amount, row.from_currency),
+        "rate": rate_text(row.rate),
+        "to_amount": money(row.to_amount, row.to_currency),
+        "created_at": row.created_at.isoformat(),
+        "expires_at": row.expires_at.isoformat(),
+        "status": quotes.status_of(row),
+        "exchange": None if row.exchange_id is None else str(row.exchange_id),
+    }
 
 
 @bp.get("/exchanges")
@@ -147,7 +204,8 @@ def exchange_json(row: Any) -> dict[str, Any]:
         "from_currency": row.from_currency,
         "to_currency": row.to_currency,
         "amount": money(row.amount, row.from_currency),
-        "rate": None if row.rate is None else str(row.rate.normalize()),
+        "rate": None if row.rate is None else rate_text(row.rate),
+        "quote": None if row.quote_id is None else str(row.quote_id),
         "to_amount": money(row.to_amount, row.to_currency),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),

@@ -22,6 +22,8 @@ from web.schemas import (
     ExchangePageSchema,
     ExchangeRequestSchema,
     ExchangeSchema,
+    QuoteRequestSchema,
+    QuoteSchema,
     TimelineSchema,
 )
 
@@ -30,10 +32,12 @@ bp = Blueprint("openapi", __name__, url_prefix="/api", template_folder="template
 ERRORS = {
     "400": "Malformed request: not JSON, not an object, wrong Content-Type or a bad Idempotency-Key.",
     "401": "Missing, unknown or revoked API key.",
-    "404": "No such account or exchange (or not yours).",
-    "409": "Insufficient funds, or the account is not active.",
+    "404": "No such account, exchange or quote (or not yours).",
+    "409": "Insufficient funds, the account is not active, or the quote expired (`quote_expired`) or was "
+           "used by another exchange (`quote_used`).",
     "413": "The body is larger than the limit.",
-    "422": "A field is invalid (named in `error.fields`), or the Idempotency-Key was used with another body.",
+    "422": "A field is invalid (named in `error.fields`), the Idempotency-Key was used with another body, or "
+           "there is no rate for the pair now (`no_rate`).",
     "429": "Too many requests for this API key; retry later.",
 }
 
@@ -64,6 +68,8 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                              "strings, never JSON numbers. Every error has the `Error` shape."},
         tags=[{"name": "Exchanges", "description": "Move money between two currencies of one account, and "
                                                    "follow it to the end."},
+              {"name": "Quotes", "description": "See the rate before committing: a quote is firm until it "
+                                                "expires, for one exchange."},
               {"name": "Accounts", "description": "Balances: available, and held by exchanges in flight."},
               {"name": "Health", "description": "For load balancers and orchestrators: no API key needed."}],
     )
@@ -71,24 +77,42 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     plugin.map_to_openapi_type(CurrencyField, "string", None)
     spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer",
                                                "description": "`Authorization: Bearer fxk_...`"})
-    request_schema = ExchangeRequestSchema(currencies=settings.currencies, max_amount=settings.max_exchange_amount)
-    spec.components.schema("ExchangeRequest", schema=request_schema)
-    properties = spec.to_dict()["components"]["schemas"]["ExchangeRequest"]["properties"]
-    properties["amount"].update(pattern=AMOUNT_PATTERN.pattern, example="125.50",
-                                description=f"Positive, at most {settings.max_exchange_amount}, no more decimals "
-                                            "than the source currency's ISO 4217 minor unit.")
-    for name in ("from_currency", "to_currency"):
-        properties[name].update(enum=list(settings.currencies), description="ISO 4217 code")
+    rules = {"currencies": settings.currencies, "max_amount": settings.max_exchange_amount}
+    requests = {"ExchangeRequest": ExchangeRequestSchema(**rules), "QuoteRequest": QuoteRequestSchema(**rules)}
+    for name, schema in requests.items():
+        spec.components.schema(name, schema=schema)
+    properties = {name: _request_properties(spec, name, settings) for name in requests}
     spec.components.schema("ExchangeAccepted", schema=ExchangeAcceptedSchema)
     spec.components.schema("Exchange", schema=ExchangeSchema)
     spec.components.schema("Timeline", schema=TimelineSchema)
     spec.components.schema("ExchangePage", schema=ExchangePageSchema)
     spec.components.schema("Account", schema=AccountSchema)
+    spec.components.schema("Quote", schema=QuoteSchema)
     spec.components.schema("Error", schema=ErrorSchema)
     _paths(spec)
     document = spec.to_dict()
-    document["components"]["schemas"]["ExchangeRequest"]["properties"] = properties
+    for name, changed in properties.items():
+        document["components"]["schemas"][name]["properties"] = changed
     return document
+
+
+def _request_properties(spec: APISpec, name: str, settings: Settings) -> dict[str, Any]:
+    """A request schema's properties with what marshmallow cannot say: the amount's pattern and
+    bounds, the traded currencies."""
+    properties = spec.to_dict()["components"]["schemas"][name]["properties"]
+    properties["amount"].update(type="string", pattern=AMOUNT_PATTERN.pattern, example="125.50",
+                                description=f"Positive, at most {settings.max_exchange_amount}, no more decimals "
+                                            "than the source currency's ISO 4217 minor unit."
+                                            + (" Required unless `quote_id` is given." if "quote_id" in properties
+                                               else ""))
+    for currency, example in (("from_currency", "CAD"), ("to_currency", "USD")):
+        properties[currency].update(type="string", enum=list(settings.currencies), example=example,
+                                    description="ISO 4217 code" + (
+                                        "; required unless `quote_id` is given." if "quote_id" in properties else "."))
+    if "account" in properties:
+        properties["account"].update(description="One of the customer's accounts (`GET /api/accounts/{id}`).",
+                                     example="6d1f0a52-3c4b-4e8f-a1b2-c3d4e5f6a7b8")
+    return properties
 
 
 def _paths(spec: APISpec) -> None:
@@ -132,7 +156,29 @@ def _paths(spec: APISpec) -> None:
         "responses": {"200": {"description": "The account", "content": {"application/json": {"schema": "Account"}}},
                       **_errors("401", "404", "429")},
     }})
+    _quote_paths(spec, secured, uuid_param)
     _health_paths(spec)
+
+
+def _quote_paths(spec: APISpec, secured: list[dict[str, list[str]]], uuid_param: dict[str, Any]) -> None:
+    quote = {"application/json": {"schema": "Quote"}}
+    spec.path(path="/api/quotes", operations={"post": {
+        "operationId": "createQuote", "tags": ["Quotes"], "security": secured,
+        "summary": "A firm rate for a pair and amount",
+        "description": "Name the quote's `id` as `quote_id` in `POST /api/exchanges` before `expires_at`: the "
+                       "exchange then gets exactly this rate and target amount. Each quote serves one exchange.",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": "QuoteRequest"}}},
+        "responses": {"201": {"description": "The quote", "content": quote,
+                              "headers": {"Location": {"description": "The quote's URL.", "required": True,
+                                                       "schema": {"type": "string"}}}},
+                      **_errors("400", "401", "413", "422", "429")},
+    }})
+    spec.path(path="/api/quotes/{quote_id}", operations={"get": {
+        "operationId": "getQuote", "tags": ["Quotes"], "security": secured,
+        "summary": "A quote, and whether it is still open",
+        "parameters": [{"name": "quote_id", **uuid_param}],
+        "responses": {"200": {"description": "The quote", "content": quote}, **_errors("401", "404", "429")},
+    }})
 
 
 def _create_exchange_operation(secured: list[dict[str, list[str]]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from werkzeug.wrappers import Response
 
 from domain import customer_view
 from errors import ClientError, ValidationFailed
-from services import accounts, exchange_list, exchanges
+from services import accounts, exchange_list, exchanges, quotes
 from services.credentials import check_password, customer_name
 from web.auth import SESSION_CUSTOMER, portal_customer
 from web.csrf import check_csrf
@@ -123,12 +124,40 @@ def home() -> Any:
     return _home()
 
 
+#: What the home page's form sends; a confirmed quote adds its `quote_id`.
+FORM_FIELDS = ("account", "from_currency", "to_currency", "amount")
+
+
+@bp.post("/quotes")
+@signed_in
+def submit_quote() -> Any:
+    """The home page's form asks for a quote first: the customer sees the rate, then confirms."""
+    check_csrf()
+    from web.api import _flatten, _schemas
+
+    form = {name: request.form.get(name, "") for name in FORM_FIELDS}
+    try:
+        data = _schemas().exchange.load(form)
+    except ValidationError as error:
+        return _home(form, _flatten(error.messages), 422)
+    settings = current_app.extensions["fx.settings"]
+    try:
+        quote = quotes.create_quote(
+            _engine(), current_app.extensions["fx.rates"], _customer_id(),
+            quotes.QuoteRequest(data["from_currency"], data["to_currency"], data["amount"]),
+            ttl=timedelta(seconds=settings.firm_quote_ttl_seconds))
+    except ClientError as refusal:
+        return _home(form, refusal.fields or {"form": [refusal.message]}, refusal.status)
+    return render_template("portal/quote.html", quote=quote, form=form, form_key=str(uuid.uuid4()),
+                           firm_seconds=int(settings.firm_quote_ttl_seconds))
+
+
 @bp.post("/exchanges")
 @signed_in
 def submit_exchange() -> Any:
     check_csrf()
-    form = {name: request.form.get(name, "") for name in ("account", "from_currency", "to_currency", "amount")}
-    from web.api import _flatten, _schemas
+    form = {name: request.form.get(name, "") for name in (*FORM_FIELDS, "quote_id") if name in request.form}
+    from web.api import _flatten, _schemas, exchange_request
 
     form_key = request.form.get("form_key", "")
     if not FORM_KEY.fullmatch(form_key):
@@ -140,15 +169,17 @@ def submit_exchange() -> Any:
         return _home(form, _flatten(error.messages), 422)
     try:
         accepted = exchanges.create_exchange(
-            _engine(),
-            exchanges.ExchangeRequest(data["account"], data["from_currency"], data["to_currency"], data["amount"]),
+            _engine(), exchange_request(data, _customer_id()),
             queue=current_app.extensions["fx.settings"].queue_name,
             idempotency_key="form:" + form_key,
             owner=_customer_id(),
         )
     except ClientError as refusal:
-        fields = {("form" if name == "Idempotency-Key" else name): problems
+        # A header or a hidden field is not something the customer can correct: said above the form.
+        fields = {("form" if name in ("Idempotency-Key", "quote_id") else name): problems
                   for name, problems in (refusal.fields or {"form": [refusal.message]}).items()}
+        if "quote_id" in (refusal.fields or {}):
+            fields["form"] = [refusal.message]
         return _home(form, fields, refusal.status)
     return redirect(url_for("portal.exchange", exchange_id=accepted.exchange_id), code=303)
 

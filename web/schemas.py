@@ -38,8 +38,8 @@ class CurrencyField(fields.Field):
         return value
 
 
-class ExchangeRequestSchema(Schema):
-    """POST /api/exchanges. Unknown fields are refused, by name."""
+class QuoteRequestSchema(Schema):
+    """POST /api/quotes: a pair and a source amount. Unknown fields are refused, by name."""
 
     class Meta:
         unknown = RAISE
@@ -49,7 +49,6 @@ class ExchangeRequestSchema(Schema):
         self.currencies = currencies
         self.max_amount = max_amount
 
-    account = fields.UUID(required=True)
     from_currency = CurrencyField(required=True)
     to_currency = CurrencyField(required=True)
     amount = AmountField(required=True)
@@ -70,6 +69,32 @@ class ExchangeRequestSchema(Schema):
                 errors["amount"] = [str(error)]
         if errors:
             raise ValidationError(errors)
+
+
+#: The fields an exchange takes from its quote when it names one.
+QUOTED_FIELDS = ("from_currency", "to_currency", "amount")
+
+
+class ExchangeRequestSchema(QuoteRequestSchema):
+    """POST /api/exchanges: an account and either a pair and amount, or a quote (or both, matching)."""
+
+    account = fields.UUID(required=True)
+    quote_id = fields.UUID(metadata={"description": "A quote from `POST /api/quotes`, not expired: the exchange "
+                                                    "gets its rate and target amount. `from_currency`, "
+                                                    "`to_currency` and `amount` may then be left out.",
+                                     "example": "3f0c2d9e-8a4b-4c1e-9d7a-2b5e6f8a9c01"})
+    from_currency = CurrencyField(metadata={"description": "Required unless `quote_id` is given."})
+    to_currency = CurrencyField(metadata={"description": "Required unless `quote_id` is given."})
+    amount = AmountField(metadata={"description": "Required unless `quote_id` is given."})
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _pair_or_quote(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        if "quote_id" in original:
+            return
+        # Asked of what was sent: a field that was sent but invalid already has its own message.
+        missing = {name: ["Missing data for required field."] for name in QUOTED_FIELDS if name not in original}
+        if missing:
+            raise ValidationError(missing)
 
 
 class ListQuerySchema(Schema):
@@ -153,10 +178,31 @@ class ExchangeSchema(_Standing):
     from_currency = fields.String(required=True)
     to_currency = fields.String(required=True)
     amount = fields.String(required=True)
-    rate = fields.String(required=True, allow_none=True)
-    to_amount = fields.String(required=True, allow_none=True)
+    rate = fields.String(required=True, allow_none=True, metadata={
+        "description": "Units of `to_currency` per unit of `from_currency`; null until priced.", "example": "0.731"})
+    to_amount = fields.String(required=True, allow_none=True, metadata={"example": "91.38"})
+    quote = fields.UUID(required=True, allow_none=True, metadata={
+        "description": "The quote it was accepted on (its rate is honoured), or null: priced when it runs."})
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
+
+
+class QuoteSchema(Schema):
+    """A firm price: an exchange that names `id` before `expires_at` gets exactly this rate and amount."""
+
+    id = fields.UUID(required=True)
+    from_currency = fields.String(required=True, metadata={"example": "CAD"})
+    to_currency = fields.String(required=True, metadata={"example": "USD"})
+    amount = fields.String(required=True, metadata={"description": "What the customer pays, in from_currency.",
+                                                    "example": "125.00"})
+    rate = fields.String(required=True, metadata={"description": "Units of to_currency per unit of from_currency.",
+                                                  "example": "0.731"})
+    to_amount = fields.String(required=True, metadata={"description": "What the customer gets, in to_currency.",
+                                                       "example": "91.38"})
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True, metadata={"description": "Name it in an exchange before this."})
+    status = fields.String(required=True, metadata={"enum": ["open", "used", "expired"]})
+    exchange = fields.UUID(required=True, allow_none=True, metadata={"description": "The exchange that used it."})
 
 
 class ExchangePageSchema(Schema):

@@ -61,6 +61,9 @@ def _no_rate(conn: Connection, c: Claim, now: datetime, error: NoRate, **detail:
 
 def _quote(wf: Workflow) -> StepBody:
     def body(conn: Connection, c: Claim, now: datetime) -> Transition:
+        if c.quote_id is not None:  # priced when the customer took the quote: that rate stands
+            return Transition(S.QUOTED, next_step=machine.DEBIT, detail={
+                "rate": str(c.rate), "to_amount": str(c.to_amount), "quote_id": str(c.quote_id)})
         try:
             values = _priced(wf, c, now)
         except NoRate as error:
@@ -75,7 +78,7 @@ def _debit(wf: Workflow) -> StepBody:
     def body(conn: Connection, c: Claim, now: datetime) -> Transition:
         values: dict[str, Any] = {}
         detail: dict[str, Any] = {"debited": str(c.amount), "currency": c.from_currency}
-        if c.quote_expires_at is None or c.quote_expires_at < now:
+        if c.quote_id is None and (c.quote_expires_at is None or c.quote_expires_at < now):
             # The queue was slow: price again rather than honour a stale rate.
             try:
                 values = _priced(wf, c, now)
