@@ -10,7 +10,7 @@ import bootstrap
 import cli
 from infra import observability
 from settings import Settings
-from web import api, dead_letters, errors, health, limits, metrics, openapi, openapi_ops, ops, portal
+from web import api, dead_letters, errors, health, limits, metrics, openapi, openapi_ops, ops, portal, webhooks
 from web.csrf import csrf_token
 
 
@@ -32,9 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.jinja_env.globals["csrf_token"] = csrf_token
 
     errors.register(app)
-    limits.install(app, settings, api.bp)
+    limits.install(app, settings, api.bp, webhooks.bp)
     for blueprint in (api.bp, health.bp, ops.bp, ops.api_bp, dead_letters.bp, dead_letters.api_bp, metrics.bp,
-                      openapi.bp, openapi_ops.bp, portal.bp):
+                      openapi.bp, openapi_ops.bp, portal.bp, webhooks.bp):
         app.register_blueprint(blueprint)
     cli.register(app)
     return app

@@ -28,11 +28,13 @@ from jobs.broker import build_broker
 from jobs.final_error import KeepFinalError
 from jobs.lifecycle import ProcessLifecycle
 from jobs.retry_clock import RetryClock
+from jobs.webhooks import declare_webhook_actor
 from ops.processes import Heartbeat, ProcessRole
 from outbox.leadership import Leadership
 from outbox.publisher import publisher_for
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
+from services.webhooks.events import DELIVER_ACTOR
 from services.workflow import Workflow, WorkflowConfig
 from services.workflow.runner import note_next_attempt
 from settings import Settings
@@ -145,7 +147,9 @@ def build_worker(settings: Settings, *, workflow: Workflow | None = None,
     broker.add_middleware(lifecycle)
     broker.add_middleware(KeepFinalError())
     broker.add_middleware(RetryClock(partial(note_next_attempt, workflow)))
-    return Worker(broker, workflow, declare_actors(broker, settings, workflow))
+    actors = declare_actors(broker, settings, workflow)
+    actors[DELIVER_ACTOR] = declare_webhook_actor(broker, settings, workflow.engine)
+    return Worker(broker, workflow, actors)
 
 
 def build_heartbeat(settings: Settings, engine: Engine, role: ProcessRole,

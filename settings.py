@@ -107,11 +107,28 @@ class Settings:
     step_time_limit_ms: int = _env("STEP_TIME_LIMIT_MS", 60_000, 100)
     broker_heartbeat_timeout_ms: int = _env("BROKER_HEARTBEAT_TIMEOUT_MS", 15_000, 1000)
     broker_maintenance_chance: int = _env("BROKER_MAINTENANCE_CHANCE", 100_000, 1)
+    # Webhooks
+    #: Seconds between delivery attempts after the first (Standard Webhooks' schedule: 27.6 h in all).
+    webhook_retry_schedule: str = _env("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
+    webhook_timeout_seconds: float = _env("WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1)
     #: Redis only: each enqueue wakes the queue's idle consumers (infra/waking_redis.py);
     #: off, a consumer finds a message at its next poll, as Dramatiq's own does.
     broker_wakeups: bool = _env("BROKER_WAKEUPS", True)
 
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        """WEBHOOK_RETRY_SCHEDULE as seconds; ConfigError unless each is a positive number."""
+        try:
+            delays = tuple(float(part) for part in self.webhook_retry_schedule.split(",") if part.strip())
+        except ValueError:
+            delays = ()
+        if not delays or any(d <= 0 for d in delays):
+            raise ConfigError(f"WEBHOOK_RETRY_SCHEDULE={self.webhook_retry_schedule!r}: expected positive "
+                              "seconds separated by commas, e.g. 5,300,1800")
+        return delays
+
     def __post_init__(self) -> None:
+        self.webhook_schedule  # noqa: B018 -- refuse a bad schedule at start, not at the first failure
         bank_call = self.bank_connect_timeout_seconds + self.bank_read_timeout_seconds
         if self.step_lease_seconds <= bank_call:
             raise ConfigError(

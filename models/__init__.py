@@ -9,6 +9,7 @@ from models.operations import OperatorAction, OpsCheck, ProcessHeartbeat
 from models.outbox import OutboxMessage, RelayLease
 from models.quote import Quote
 from models.reconciliation import BankStatementLine, ReconciliationFinding
+from models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 accounts = Account.__table__
 api_keys = ApiKey.__table__
@@ -27,6 +28,10 @@ bank_statement_lines = BankStatementLine.__table__
 process_heartbeats = ProcessHeartbeat.__table__
 ops_checks = OpsCheck.__table__
 operator_actions = OperatorAction.__table__
+webhook_endpoints = WebhookEndpoint.__table__
+webhook_events = WebhookEvent.__table__
+webhook_deliveries = WebhookDelivery.__table__
+webhook_attempts = WebhookAttempt.__table__
 
 __all__ = [
     "Account",
@@ -46,6 +51,10 @@ __all__ = [
     "ProcessHeartbeat",
     "Quote",
     "ReconciliationFinding",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "accounts",
     "api_keys",
     "balances",
@@ -63,4 +72,8 @@ __all__ = [
     "quotes",
     "reconciliation_findings",
     "relay_leases",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "webhook_events",
 ]

@@ -19,8 +19,8 @@ def rate_limit_key() -> str:
 def install(app: Flask, settings: Settings, *blueprints: Blueprint) -> Limiter:
     limiter = Limiter(rate_limit_key, app=app, storage_uri=settings.rate_limit_storage_url, headers_enabled=True)
     for blueprint in blueprints:
-        # Shared: one budget per key across the blueprint's routes (`limit` would count each
-        # route apart, giving a key the limit once per endpoint).
+        # Shared: one budget per key across every route of these blueprints (`limit` would count
+        # each route apart, giving a key the limit once per endpoint).
         limiter.shared_limit(lambda: current_app.extensions["fx.settings"].api_rate_limit,
-                             scope=blueprint.name)(blueprint)
+                             scope="api")(blueprint)
     return limiter

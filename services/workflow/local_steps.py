@@ -30,6 +30,7 @@ from outbox.failpoints import failpoint
 from outbox.writer import enqueue
 from services import claims, ledger, timeline
 from services.claims import Claim
+from services.webhooks import events as webhook_events
 from services.workflow.context import (
     Delivery,
     Handoff,
@@ -124,22 +125,26 @@ _MARK_RECEIPT_SENT = (
 def send_receipt(wf: Workflow, d: Delivery) -> StepResult:
     """Tell the customer how the exchange ended; once, however often the message comes."""
     with wf.engine.begin() as conn:
-        text = _receipt(conn, d, utcnow())
+        text = _receipt(wf, conn, d, utcnow())
     if text is None:
         return StepResult.SKIPPED
-    log.info("receipt for exchange %s: %s", d.exchange_id, text)
+    log.debug("receipt for exchange %s: %s", d.exchange_id, text)
     return StepResult.ADVANCED
 
 
-def _receipt(conn: Connection, d: Delivery, now: datetime) -> str | None:
+def _receipt(wf: Workflow, conn: Connection, d: Delivery, now: datetime) -> str | None:
+    """The end of the exchange, told once: its webhook event (to every endpoint of its customer,
+    through the outbox) and its timeline line, in the caller's transaction."""
     row = conn.execute(_MARK_RECEIPT_SENT, {"m_id": d.exchange_id, "m_now": now}).first()
     if row is None:
         return None
     text = f"exchange {d.exchange_id} {row.state}: {quantize(row.amount, row.from_currency)} {row.from_currency}"
     if row.state == S.COMPLETED:
         text += f" -> {quantize(row.to_amount, row.to_currency)} {row.to_currency}"
+    event_id = webhook_events.emit(conn, d.exchange_id, row.account_id, row.state, queue=wf.config.queue, now=now)
+    detail = {"text": text, **({"webhook_event": event_id} if event_id else {})}
     timeline.record(conn, d.exchange_id, step=machine.RECEIPT.name, outcome="sent", state=row.state, attempt=1,
-                    worker=d.worker, message_id=d.message_id, detail={"text": text}, now=now)
+                    worker=d.worker, message_id=d.message_id, detail=detail, now=now)
     return text
 
 
@@ -223,6 +228,10 @@ def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, 
         detail["next_message_id"] = str(next_id)
         if hand_off:
             handoff = Handoff(nxt, Delivery(d.exchange_id, d.worker, next_id, epoch=epoch, inline=True))
+    # Parked for a person: the customer's endpoints hear of it now.
+    if t.target is S.NEEDS_ATTENTION and (event := webhook_events.emit(
+            conn, d.exchange_id, held.account_id, t.target, queue=wf.config.queue, now=now)):
+        detail["webhook_event"] = event
     timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
                     worker=d.worker, message_id=d.message_id, error=t.error, detail=detail or None,
                     duration_ms=int((time.monotonic() - started) * 1000), now=now)
@@ -235,7 +244,7 @@ def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, 
 def _run_inline(wf: Workflow, conn: Connection, d: Delivery, step: Step, now: datetime) -> Handoff | None:
     """`step` in the caller's transaction, which has just moved the exchange into its state."""
     if step is machine.RECEIPT:
-        _receipt(conn, d, now)
+        _receipt(wf, conn, d, now)
         return None
     started = time.monotonic()
     held = claim_or_defer(wf, conn, d, step, now)
