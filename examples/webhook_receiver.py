@@ -46,11 +46,14 @@ def verify(secrets: list[str], headers: dict[str, str], body: bytes, now: float)
 
 def serve(port: int, out: str, secrets: list[str]) -> None:
     # What it kept before a restart counts as seen: a retry after the restart is not kept twice.
-    seen = {json.loads(line)["id"] for line in open(out)} if os.path.exists(out) else set()
+    seen: set[str] = set()
+    if os.path.exists(out):
+        with open(out) as kept:
+            seen = {json.loads(line)["id"] for line in kept}
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 -- http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             headers = {k.lower(): v for k, v in self.headers.items()}
             refused = verify(secrets, headers, body, time.time())

@@ -49,6 +49,7 @@ from services import timeline
 from services.accounts import open_account
 from services.exchanges import ExchangeRequest, create_exchange
 from services.quotes import QuoteRequest, create_quote
+from services.webhooks.endpoints import create_endpoint
 from settings import Settings
 
 #: Generated requests per operation in the random phase (the examples and boundary cases come on top).
@@ -152,11 +153,13 @@ def live(engine: Engine, customer: ApiCustomer) -> Iterator[Live]:
                         detail={"status": 503})
     quote = create_quote(engine, TableRateProvider(DEFAULT_USD_VALUES), customer.id,
                          QuoteRequest("CAD", "USD", Decimal("10.00")), ttl=timedelta(hours=1))
+    endpoint = create_endpoint(engine, customer.id, "http://127.0.0.1:9/hooks")
     app = create_app(settings_for(engine, api_rate_limit=UNLIMITED))
     app.extensions["fx.engine"].dispose()
     app.extensions["fx.engine"] = engine
     _live.append(Live(app, app.test_client(), customer.api_key,
-                      {"account_id": str(account), "exchange_id": str(exchange), "quote_id": str(quote.id)}))
+                      {"account_id": str(account), "exchange_id": str(exchange), "quote_id": str(quote.id),
+                       "endpoint_id": str(endpoint.id)}))
     yield _live[-1]
     _live.pop()
 
@@ -184,6 +187,13 @@ def test_the_document_lists_every_operation_its_tag_its_security_and_its_error_h
         ("GET", "/api/accounts/{account_id}"),
         ("POST", "/api/quotes"),
         ("GET", "/api/quotes/{quote_id}"),
+        ("POST", "/api/webhook-endpoints"),
+        ("GET", "/api/webhook-endpoints"),
+        ("GET", "/api/webhook-endpoints/{endpoint_id}"),
+        ("DELETE", "/api/webhook-endpoints/{endpoint_id}"),
+        ("POST", "/api/webhook-endpoints/{endpoint_id}/rotate-secret"),
+        ("GET", "/api/webhook-endpoints/{endpoint_id}/deliveries"),
+        ("POST", "/api/webhook-deliveries/{delivery_id}/replay"),
         ("GET", "/api/health"),
         ("GET", "/api/ready"),
     }

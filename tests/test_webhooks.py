@@ -242,3 +242,33 @@ def test_endpoints_are_listed_without_their_secret_and_another_customer_cannot_s
     assert stranger.post(f"/api/webhook-endpoints/{endpoint['id']}/rotate-secret").status_code == 404
     assert client.delete(f"/api/webhook-endpoints/{endpoint['id']}").status_code == 204
     assert client.get(f"/api/webhook-endpoints/{endpoint['id']}").get_json()["disabled_at"]
+
+
+def test_the_cli_registers_lists_rotates_shows_deliveries_and_replays_and_refuses_mistakes_in_one_line(
+    app: Any, engine: Engine, customer: ApiCustomer, wf: Workflow, account: uuid.UUID
+) -> None:
+    cli = app.test_cli_runner()
+    added = cli.invoke(args=["webhooks", "add", "--customer", str(customer.id), "--url", "http://127.0.0.1:9/h"])
+    assert added.exit_code == 0, added.output
+    endpoint_id, secret_line = added.output.split()[0], added.output.splitlines()[1]
+    assert secret_line.startswith("secret: whsec_")
+    assert endpoint_id in cli.invoke(args=["webhooks", "list"]).output
+    rotated = cli.invoke(args=["webhooks", "rotate", endpoint_id])
+    assert rotated.exit_code == 0 and rotated.output.splitlines()[1] != secret_line
+    exchange_id = exchange_in(wf, account, "completed")
+    assert run_deliveries(engine) == ["retrying"]  # nothing listens on port 9
+    shown = cli.invoke(args=["webhooks", "deliveries", "--exchange", str(exchange_id)])
+    assert "exchange.completed" in shown.output and "#1" in shown.output and "no answer" in shown.output
+    delivery_id = shown.output.split()[0]
+    assert cli.invoke(args=["webhooks", "replay", delivery_id]).output == f"replay of {delivery_id} queued\n"
+
+    for args, says in (
+        (["webhooks", "add", "--customer", str(uuid.uuid4()), "--url", "https://e.com"], "no customer"),
+        (["webhooks", "add", "--customer", str(customer.id), "--url", "ftp://e.com"], "url: Must be"),
+        (["webhooks", "rotate", str(uuid.uuid4())], "No such webhook endpoint."),
+        (["webhooks", "replay", str(uuid.uuid4())], "No such webhook delivery."),
+    ):
+        refused = cli.invoke(args=args)
+        assert refused.exit_code == 1, refused.output
+        assert len(refused.output.strip().splitlines()) == 1 and says in refused.output
+        assert "Traceback" not in refused.output

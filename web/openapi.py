@@ -13,6 +13,7 @@ from domain.money import AMOUNT_PATTERN
 from domain.states import ExchangeState
 from settings import Settings
 from web.api import IDEMPOTENCY_KEY_MAX_CHARS
+from web.openapi_webhooks import TAG, add_webhooks
 from web.schemas import (
     AccountSchema,
     AmountField,
@@ -32,7 +33,7 @@ bp = Blueprint("openapi", __name__, url_prefix="/api", template_folder="template
 ERRORS = {
     "400": "Malformed request: not JSON, not an object, wrong Content-Type or a bad Idempotency-Key.",
     "401": "Missing, unknown or revoked API key.",
-    "404": "No such account, exchange or quote (or not yours).",
+    "404": "No such account, exchange, quote, webhook endpoint or delivery (or not yours).",
     "409": "Insufficient funds, the account is not active, or the quote expired (`quote_expired`) or was "
            "used by another exchange (`quote_used`).",
     "413": "The body is larger than the limit.",
@@ -71,6 +72,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
               {"name": "Quotes", "description": "See the rate before committing: a quote is firm until it "
                                                 "expires, for one exchange."},
               {"name": "Accounts", "description": "Balances: available, and held by exchanges in flight."},
+              TAG,
               {"name": "Health", "description": "For load balancers and orchestrators: no API key needed."}],
     )
     plugin.map_to_openapi_type(AmountField, "string", None)
@@ -157,6 +159,7 @@ def _paths(spec: APISpec) -> None:
                       **_errors("401", "404", "429")},
     }})
     _quote_paths(spec, secured, uuid_param)
+    add_webhooks(spec, secured, uuid_param, _errors)
     _health_paths(spec)
 
 
