@@ -23,6 +23,8 @@ from models.base import utcnow
 from ops import audit
 from outbox.writer import enqueue
 from services import claims, ledger, timeline
+from services.webhooks import delivery as webhook_delivery
+from services.webhooks import log as webhook_log
 from services.workflow import credit_key
 
 S = ExchangeState
@@ -143,6 +145,17 @@ def add_note(engine: Engine, exchange_id: uuid.UUID, operator: str, note: str) -
         state = _current(conn, exchange_id).state
         _note(conn, exchange_id, operator, "note", state, now, note=note.strip()[:2000])
     return "note added"
+
+
+def replay_webhook(engine: Engine, delivery_id: uuid.UUID, operator: str, *, queue: str) -> str:
+    """Send a webhook delivery's event again now; on its exchange's timeline and in the audit trail."""
+    found = webhook_log.owner_of(engine, delivery_id, None)
+    now = utcnow()
+    with engine.begin() as conn:
+        webhook_delivery.replay_in(conn, delivery_id, queue=queue, now=now)
+        _note(conn, found.exchange_id, operator, "webhook_replayed", _current(conn, found.exchange_id).state, now,
+              delivery=str(delivery_id), event=found.type)
+    return f"{found.type} will be sent again to {found.url}"
 
 
 def run_action(engine: Engine, bank: BankClient, exchange_id: uuid.UUID, action: str, operator: str, *,

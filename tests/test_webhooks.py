@@ -272,3 +272,27 @@ def test_the_cli_registers_lists_rotates_shows_deliveries_and_replays_and_refuse
         assert refused.exit_code == 1, refused.output
         assert len(refused.output.strip().splitlines()) == 1 and says in refused.output
         assert "Traceback" not in refused.output
+
+
+def test_the_operator_sees_each_delivery_on_the_exchange_page_and_can_replay_it_with_an_audit_entry(
+    client: FlaskClient, ops: FlaskClient, engine: Engine, wf: Workflow, account: uuid.UUID
+) -> None:
+    import re
+
+    register(client, "http://127.0.0.1:9/hooks")
+    exchange_id = exchange_in(wf, account, "completed")
+    patient = dataclasses.replace(FAST, schedule=(60.0,) * 7)  # its own retry is not due during the test
+    assert run_deliveries(engine, patient) == ["retrying"]
+    page = ops.get(f"/ops/exchanges/{exchange_id}").get_data(as_text=True)
+    table = page[page.index('<table id="webhooks">'):]
+    assert "exchange.completed" in table and "http://127.0.0.1:9/hooks" in table and "no answer" in table
+    action = re.search(r'action="(/ops/webhook-deliveries/[0-9a-f-]+/replay)"', table)
+    assert action is not None
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    assert ops.post(action.group(1)).status_code == 400  # no CSRF token: refused
+    done = ops.post(action.group(1), data={"csrf_token": token.group(1)})
+    assert done.status_code == 302
+    replayed = [e for e in events(engine, exchange_id) if e.outcome == "webhook_replayed"]
+    assert len(replayed) == 1 and replayed[0].detail["event"] == "exchange.completed"
+    assert run_deliveries(engine, patient) == ["retrying"]  # sent again at once

@@ -18,6 +18,7 @@ from ops.dashboard import dashboard as read_dashboard
 from ops.dashboard import find_exchanges
 from services import timeline
 from services.exchanges import get_exchange
+from services.webhooks import log as webhook_log
 from settings import Settings
 from web.auth import operator_required
 from web.csrf import check_csrf
@@ -90,7 +91,8 @@ def exchange_page(exchange_id: uuid.UUID) -> str:
         trail = audit.entries(conn, exchange_id=exchange_id)
     # Trouble on an exchange that completed anyway is history, not an alert.
     resolved = exchange.state == ExchangeState.COMPLETED
-    return render_template("ops/exchange.html", exchange=exchange, entries=entries,
+    hooks = webhook_log.deliveries(_engine(), exchange_id=exchange_id)
+    return render_template("ops/exchange.html", exchange=exchange, entries=entries, webhooks=hooks,
                            trouble=timeline.first_trouble(entries), trouble_resolved=resolved,
                            actions=actions_allowed(ExchangeState(exchange.state)), audit=trail, operator=g.operator)
 
@@ -122,6 +124,15 @@ def exchange_action(exchange_id: uuid.UUID, action: str) -> Response:
     except ClientError as refusal:
         flash(refusal.message, "refused")
     return redirect(url_for("ops.exchange_page", exchange_id=exchange_id))  # type: ignore[return-value]
+
+
+@bp.post("/webhook-deliveries/<uuid:delivery_id>/replay")
+@operator_required
+def webhook_replay(delivery_id: uuid.UUID) -> Response:
+    check_csrf()
+    found = webhook_log.owner_of(_engine(), delivery_id, None)
+    flash(actions.replay_webhook(_engine(), delivery_id, g.operator, queue=_settings().queue_name), "ok")
+    return redirect(url_for("ops.exchange_page", exchange_id=found.exchange_id))  # type: ignore[return-value]
 
 
 @bp.post("/exchanges/<uuid:exchange_id>/note")

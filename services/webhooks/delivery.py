@@ -161,8 +161,12 @@ def _not_claimed(conn: Connection, delivery_id: uuid.UUID, now: datetime) -> str
 
 def replay(engine: Engine, delivery_id: uuid.UUID, *, queue: str) -> None:
     """Send the event again now, with a fresh schedule of retries (its attempts so far stay listed)."""
-    now = utcnow()
     with engine.begin() as conn:
-        conn.execute(update(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id).values(
-            status="pending", attempts=0, next_attempt_at=now, delivered_at=None))
-        enqueue(conn, actor=DELIVER_ACTOR, payload={"delivery_id": str(delivery_id)}, queue=queue, now=now)
+        replay_in(conn, delivery_id, queue=queue, now=utcnow())
+
+
+def replay_in(conn: Connection, delivery_id: uuid.UUID, *, queue: str, now: datetime) -> None:
+    """`replay`, in the caller's transaction (an operator's comes with its audit entry)."""
+    conn.execute(update(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id).values(
+        status="pending", attempts=0, next_attempt_at=now, delivered_at=None))
+    enqueue(conn, actor=DELIVER_ACTOR, payload={"delivery_id": str(delivery_id)}, queue=queue, now=now)
