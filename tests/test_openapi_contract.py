@@ -211,3 +211,17 @@ def test_the_document_lists_every_operation_its_tag_its_security_and_its_error_h
     # The customer's timeline names no worker, error or operator: its events carry none of those fields.
     event = document["components"]["schemas"]["CustomerEvent"]["properties"]
     assert set(event) == {"at", "event", "message"}
+
+
+def test_every_field_of_every_schema_has_an_example_and_every_operation_a_summary_and_a_tag(
+    anonymous_client: FlaskClient,
+) -> None:
+    document = anonymous_client.get("/api/openapi.json").get_json()
+    without = [f"{name}.{field}" for name, schema in document["components"]["schemas"].items()
+               for field, prop in schema.get("properties", {}).items()
+               if "example" not in prop and "$ref" not in prop and "$ref" not in prop.get("items", {})]
+    assert not without
+    tags = {tag["name"] for tag in document["tags"]}
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            assert operation["summary"] and set(operation["tags"]) <= tags, (method, path)

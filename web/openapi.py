@@ -95,7 +95,37 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     document = spec.to_dict()
     for name, changed in properties.items():
         document["components"]["schemas"][name]["properties"] = changed
+    fill_examples(document)
     return document
+
+
+#: Examples by field name, for the fields whose schema gives none (a uuid, a time and an enum get
+#: theirs from their format or their first value).
+EXAMPLES: dict[str, object] = {
+    "amount": "125.50", "to_amount": "91.38", "available": "874.50", "held": "125.50", "rate": "0.731",
+    "currency": "CAD", "from_currency": "CAD", "to_currency": "USD", "minor_unit": 2, "owner": "Ada Lovelace",
+    "code": "insufficient_funds", "message": "Insufficient CAD funds.", "attempt": 1, "attempts_made": 2,
+    "latency_ms": 87, "status_code": 204, "response": "", "description": "order service", "step": "credit",
+    "status_url": "/api/exchanges/8c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f", "final": False,
+    "failure_reason": "Our bank could not complete the transfer; your money was returned.",
+    "next_cursor": "MjAyNi0xMi0wMVQxNDowMjozMS4xMjM0NTYrMDA6MDB8OGMxZA",
+    "fields": {"amount": ["CAD allows at most 2 decimal places."]},
+}
+_FORMAT_EXAMPLES = {"uuid": "8c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f", "date-time": "2026-12-01T14:02:31.123456+00:00"}
+
+
+def fill_examples(document: dict[str, Any]) -> None:
+    """An example on every scalar field of every schema (nested objects show their own)."""
+    for schema in document["components"]["schemas"].values():
+        for name, prop in schema.get("properties", {}).items():
+            if "example" in prop or "$ref" in prop or prop.get("type") == "array" and "$ref" in prop.get("items", {}):
+                continue
+            if prop.get("enum"):
+                prop["example"] = prop["enum"][0]
+            elif prop.get("format") in _FORMAT_EXAMPLES:
+                prop["example"] = _FORMAT_EXAMPLES[prop["format"]]
+            elif name in EXAMPLES:
+                prop["example"] = EXAMPLES[name]
 
 
 def _request_properties(spec: APISpec, name: str, settings: Settings) -> dict[str, Any]:

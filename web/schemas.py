@@ -233,5 +233,6 @@ class BalanceSchema(Schema):
 class AccountSchema(Schema):
     id = fields.UUID(required=True)
     owner = fields.String(required=True)
-    status = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["active", "frozen", "closed"],
+                                                    "description": "Only an active account can exchange."})
     balances = fields.List(fields.Nested(BalanceSchema), required=True)
