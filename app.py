@@ -10,8 +10,21 @@ import bootstrap
 import cli
 from infra import observability
 from settings import Settings
-from web import api, dead_letters, errors, health, limits, metrics, openapi, openapi_ops, ops, portal, webhooks
-from web.csrf import csrf_token
+from web import (
+    api,
+    csrf,
+    dead_letters,
+    errors,
+    health,
+    limits,
+    metrics,
+    openapi,
+    openapi_ops,
+    ops,
+    portal,
+    security,
+    webhooks,
+)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -29,10 +42,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["fx.engine"] = bootstrap.build_engine(settings, bootstrap.Role.WEB)
     app.extensions["fx.bank"] = bootstrap.build_bank(settings)
     app.extensions["fx.rates"] = bootstrap.build_rates(settings)
-    app.jinja_env.globals["csrf_token"] = csrf_token
 
     errors.register(app)
-    limits.install(app, settings, api.bp, webhooks.bp)
+    security.install(app, settings)
+    csrf.install(app, settings, api.bp, webhooks.bp, ops.api_bp, dead_letters.api_bp)
+    limits.install(app, settings)
     for blueprint in (api.bp, health.bp, ops.bp, ops.api_bp, dead_letters.bp, dead_letters.api_bp, metrics.bp,
                       openapi.bp, openapi_ops.bp, portal.bp, webhooks.bp):
         app.register_blueprint(blueprint)

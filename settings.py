@@ -92,8 +92,15 @@ class Settings:
     operators: str = _env("OPERATORS", "")
     #: Refuse the open local-operator fallback even outside production.
     operator_keys_only: bool = _env("OPERATOR_KEYS_ONLY", False)
-    #: Requests per API key (or client address) on the JSON API, Flask-Limiter syntax.
+    #: Requests per verified API key on the JSON API (`limits` syntax: "600 per minute").
     api_rate_limit: str = _env("API_RATE_LIMIT", "600 per minute")
+    #: Requests without a valid key (none, unknown, revoked), per client address: past it, 429 before any lookup.
+    unverified_rate_limit: str = _env("UNVERIFIED_RATE_LIMIT", "20 per minute")
+    #: Failed sign-ins (portal password, operators' Basic auth) before the account, or the address, is locked.
+    login_limit_per_account: str = _env("LOGIN_LIMIT_PER_ACCOUNT", "5 per 15 minutes")
+    login_limit_per_address: str = _env("LOGIN_LIMIT_PER_ADDRESS", "30 per 15 minutes")
+    #: How long a page's form stays valid (its CSRF token's age limit).
+    csrf_time_limit_seconds: float = _env("CSRF_TIME_LIMIT_SECONDS", 3600.0, 1.0)
     #: Where the rate limiter counts: memory:// (per process) or redis://... (shared).
     rate_limit_storage_url: str = _env("RATE_LIMIT_STORAGE_URL", "memory://")
     # Dramatiq. Its defaults return a killed worker's messages after 6.5 to 28 minutes

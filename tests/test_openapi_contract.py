@@ -154,7 +154,7 @@ def live(engine: Engine, customer: ApiCustomer) -> Iterator[Live]:
     quote = create_quote(engine, TableRateProvider(DEFAULT_USD_VALUES), customer.id,
                          QuoteRequest("CAD", "USD", Decimal("10.00")), ttl=timedelta(hours=1))
     endpoint = create_endpoint(engine, customer.id, "http://127.0.0.1:9/hooks")
-    app = create_app(settings_for(engine, api_rate_limit=UNLIMITED))
+    app = create_app(settings_for(engine, api_rate_limit=UNLIMITED, unverified_rate_limit=UNLIMITED))
     app.extensions["fx.engine"].dispose()
     app.extensions["fx.engine"] = engine
     _live.append(Live(app, app.test_client(), customer.api_key,

@@ -115,8 +115,10 @@ def test_the_exchange_form_is_refused_without_a_session_and_writes_nothing(
     anonymous_client: FlaskClient, engine: Engine, funded_account: uuid.UUID
 ) -> None:
     before = snapshot(engine)
+    token = hidden_field(anonymous_client.get("/login").get_data(as_text=True), "csrf_token")  # a form's, unsigned-in
     response = anonymous_client.post("/exchanges", data={"account": str(funded_account), "from_currency": "CAD",
-                                                         "to_currency": "USD", "amount": "10.00"})
+                                                         "to_currency": "USD", "amount": "10.00",
+                                                         "csrf_token": token})
     assert response.status_code == 302
     assert urlsplit(response.headers["Location"]).path == "/login"
     assert snapshot(engine) == before

@@ -19,6 +19,7 @@ from flask import Response, current_app, g, jsonify, request, session
 
 from services.credentials import Principal, Role, verify_api_key
 from settings import Settings
+from web import limits
 
 LOCAL_OPERATOR = "local-operator"
 SESSION_CUSTOMER = "customer_id"
@@ -44,11 +45,15 @@ def customer_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        limits.check_unverified()
         if not request.headers.get("Authorization"):
+            limits.spend_unverified()
             return unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
         principal = bearer_principal()
         if principal is None or principal.role is not Role.CUSTOMER:
+            limits.spend_unverified()
             return unauthorized("The API key is not valid (unknown, revoked or not a customer key).")
+        limits.spend_verified(principal.key_prefix or principal.name)
         g.principal = principal
         return view(*args, **kwargs)
 
@@ -62,15 +67,22 @@ def _operators(settings: Settings) -> dict[str, str]:
 
 def authenticate_operator(settings: Settings) -> str | None:
     """The operator's name, or None."""
-    principal = bearer_principal()
-    if principal is not None:
-        return principal.name if principal.role is Role.OPERATOR else None
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        limits.check_unverified()
+        principal = bearer_principal()
+        if principal is not None and principal.role is Role.OPERATOR:
+            return principal.name
+        limits.spend_unverified()
+        return None
     operators = _operators(settings)
     auth = request.authorization
     if auth is not None and auth.type == "basic" and auth.username and auth.password is not None:
+        # Throttled as the portal's sign-in is: per operator name and per address.
+        limits.check_sign_in("operator:" + auth.username)
         expected = operators.get(auth.username)
         if expected is not None and hmac.compare_digest(expected.encode(), auth.password.encode()):
             return auth.username
+        limits.sign_in_failed("operator:" + auth.username)
         return None
     if not operators and settings.environment != "production" and not settings.operator_keys_only:
         return LOCAL_OPERATOR

@@ -1,26 +1,31 @@
-"""A per-session CSRF token for every HTML form that changes something."""
+"""CSRF: Flask-WTF's CSRFProtect on every form that changes something.
+
+Tokens are signed with the app's secret, bound to the session and time-limited (CSRF_TIME_LIMIT_SECONDS:
+a page left open longer asks to be reloaded). The JSON APIs authenticate each request by its
+`Authorization` header, which a browser never adds on its own: they are exempt.
+"""
 
 from __future__ import annotations
 
-import hmac
-import secrets
+from flask import Blueprint, Flask, Response
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 
-from flask import abort, request, session
+from settings import Settings
+from web.errors import error_response
 
-SESSION_KEY = "csrf_token"
-FIELD = "csrf_token"
-
-
-def csrf_token() -> str:
-    token = session.get(SESSION_KEY)
-    if token is None:
-        token = session[SESSION_KEY] = secrets.token_urlsafe(32)
-    return token
+protect = CSRFProtect()
+#: Every template writes `{{ csrf_token() }}` into its forms.
+csrf_token = generate_csrf
 
 
-def check_csrf() -> None:
-    """Abort with 400 unless the form carries this session's token."""
-    expected = session.get(SESSION_KEY)
-    sent = request.form.get(FIELD, "")
-    if not expected or not hmac.compare_digest(expected, sent):
-        abort(400, description="The form's CSRF token is missing or wrong; reload the page and try again.")
+def install(app: Flask, settings: Settings, *exempt: Blueprint) -> None:
+    app.config.update(WTF_CSRF_TIME_LIMIT=int(settings.csrf_time_limit_seconds), WTF_CSRF_FIELD_NAME="csrf_token")
+    protect.init_app(app)
+    for blueprint in exempt:
+        protect.exempt(blueprint)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+    @app.errorhandler(CSRFError)
+    def _refused(error: CSRFError) -> tuple[Response, int]:
+        return error_response(400, "csrf_failed", "The form's CSRF token is missing or wrong (or has expired); "
+                                                  "reload the page and try again.", {"csrf_token": [error.description]})

@@ -28,7 +28,11 @@ def error_response(
 def register(app: Flask) -> None:
     @app.errorhandler(ClientError)
     def _domain_error(error: ClientError) -> tuple[Response, int]:
-        return error_response(error.status, error.code, error.message, error.fields)
+        response, status = error_response(error.status, error.code, error.message, error.fields)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:  # a 429: when to come back
+            response.headers["Retry-After"] = str(retry_after)
+        return response, status
 
     @app.errorhandler(InvalidTransition)
     def _invalid_transition(error: InvalidTransition) -> tuple[Response, int]:

@@ -118,7 +118,7 @@ def fill_examples(document: dict[str, Any]) -> None:
     """An example on every scalar field of every schema (nested objects show their own)."""
     for schema in document["components"]["schemas"].values():
         for name, prop in schema.get("properties", {}).items():
-            if "example" in prop or "$ref" in prop or prop.get("type") == "array" and "$ref" in prop.get("items", {}):
+            if "example" in prop or "$ref" in prop or (prop.get("type") == "array" and "$ref" in prop.get("items", {})):
                 continue
             if prop.get("enum"):
                 prop["example"] = prop["enum"][0]

@@ -21,7 +21,6 @@ from services.exchanges import get_exchange
 from services.webhooks import log as webhook_log
 from settings import Settings
 from web.auth import operator_required
-from web.csrf import check_csrf
 
 bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates")
 api_bp = Blueprint("ops_api", __name__, url_prefix="/api/ops")
@@ -118,7 +117,6 @@ def search() -> Any:
 @bp.post("/exchanges/<uuid:exchange_id>/actions/<action>")
 @operator_required
 def exchange_action(exchange_id: uuid.UUID, action: str) -> Response:
-    check_csrf()
     try:
         flash(run_action(exchange_id, action, g.operator), "ok")
     except ClientError as refusal:
@@ -129,7 +127,6 @@ def exchange_action(exchange_id: uuid.UUID, action: str) -> Response:
 @bp.post("/webhook-deliveries/<uuid:delivery_id>/replay")
 @operator_required
 def webhook_replay(delivery_id: uuid.UUID) -> Response:
-    check_csrf()
     found = webhook_log.owner_of(_engine(), delivery_id, None)
     flash(actions.replay_webhook(_engine(), delivery_id, g.operator, queue=_settings().queue_name), "ok")
     return redirect(url_for("ops.exchange_page", exchange_id=found.exchange_id))  # type: ignore[return-value]
@@ -138,7 +135,6 @@ def webhook_replay(delivery_id: uuid.UUID) -> Response:
 @bp.post("/exchanges/<uuid:exchange_id>/note")
 @operator_required
 def exchange_note(exchange_id: uuid.UUID) -> Response:
-    check_csrf()
     try:
         flash(actions.add_note(_engine(), exchange_id, g.operator, request.form.get("note", "")), "ok")
     except ClientError as refusal:
@@ -178,7 +174,6 @@ def run_finding_action(finding_id: int, action: str, operator: str, note: str) -
 @bp.post("/findings/<int:finding_id>/<action>")
 @operator_required
 def finding_action(finding_id: int, action: str) -> Response:
-    check_csrf()
     try:
         flash(run_finding_action(finding_id, action, g.operator, request.form.get("note", "")), "ok")
     except ClientError as refusal:

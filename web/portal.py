@@ -6,6 +6,7 @@ each render carries a fresh hidden key, so a double submit replays instead of do
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -22,8 +23,8 @@ from domain import customer_view
 from errors import ClientError, ValidationFailed
 from services import accounts, exchange_list, exchanges, quotes
 from services.credentials import check_password, customer_name
+from web import limits
 from web.auth import SESSION_CUSTOMER, portal_customer
-from web.csrf import check_csrf
 
 bp = Blueprint("portal", __name__, template_folder="templates")
 
@@ -65,20 +66,27 @@ def is_local_path(target: str) -> bool:
 def login() -> Any:
     error = None
     if request.method == "POST":
-        check_csrf()
-        principal = check_password(_engine(), request.form.get("email", ""), request.form.get("password", ""))
+        email = request.form.get("email", "")
+        try:
+            limits.check_sign_in(email)  # locked out: not even the right password is checked
+        except limits.TooManyRequests as locked:
+            minutes = math.ceil(locked.retry_after / 60)
+            page = render_template("portal/login.html", error=f"Too many failed sign-ins. Try again in {minutes} "
+                                                              f"minute{'s' if minutes > 1 else ''}.")
+            return page, 429, {"Retry-After": str(locked.retry_after)}
+        principal = check_password(_engine(), email, request.form.get("password", ""))
         if principal is not None:
             session.clear()  # a fresh session on sign-in: no fixation
             session[SESSION_CUSTOMER] = str(principal.customer_id)
             target = request.args.get("next", "")
             return redirect(target if is_local_path(target) else url_for("portal.home"))
+        limits.sign_in_failed(email)
         error = "Wrong e-mail or password."
     return render_template("portal/login.html", error=error), 401 if error else 200
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    check_csrf()
     session.clear()
     return redirect(url_for("portal.login"))
 
@@ -132,7 +140,6 @@ FORM_FIELDS = ("account", "from_currency", "to_currency", "amount")
 @signed_in
 def submit_quote() -> Any:
     """The home page's form asks for a quote first: the customer sees the rate, then confirms."""
-    check_csrf()
     from web.api import _flatten, _schemas
 
     form = {name: request.form.get(name, "") for name in FORM_FIELDS}
@@ -155,7 +162,6 @@ def submit_quote() -> Any:
 @bp.post("/exchanges")
 @signed_in
 def submit_exchange() -> Any:
-    check_csrf()
     form = {name: request.form.get(name, "") for name in (*FORM_FIELDS, "quote_id") if name in request.form}
     from web.api import _flatten, _schemas, exchange_request
 
