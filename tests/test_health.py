@@ -49,6 +49,7 @@ def test_not_ready_when_the_broker_is_unreachable_and_the_answer_names_no_host_o
     app = create_app(settings_for(engine, broker_url=DEAD_REDIS))
     response = app.test_client().get("/api/ready")
     assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) >= 1
     body = response.get_json()
     assert body == {"status": "not_ready", "checks": {"database": "ok", "migrations": "ok", "broker": "unreachable"}}
     assert "127.0.0.1" not in response.get_data(as_text=True)

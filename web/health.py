@@ -94,4 +94,7 @@ def ready() -> Any:
     head = app.extensions["fx.schema_head"]
     readiness = cache.get(lambda: check(app.extensions["fx.engine"], app.extensions["fx.settings"], head))
     body = {"status": "ready" if readiness.ready else "not_ready", "checks": readiness.checks}
-    return jsonify(body), 200 if readiness.ready else 503
+    if readiness.ready:
+        return jsonify(body), 200
+    # Asked again after the cache's life: the answer cannot change sooner.
+    return jsonify(body), 503, {"Retry-After": str(max(1, round(READY_CACHE_SECONDS)))}

@@ -263,7 +263,8 @@ def _health_paths(spec: APISpec) -> None:
         "description": "The database answers, its schema is the one this code needs, and the broker is "
                        "reachable. Cached for two seconds.",
         "responses": {"200": {"description": "Ready", "content": content},
-                      "503": {"description": "Not ready: `checks` says which dependency failed.", "content": content}},
+                      "503": {"description": "Not ready: `checks` says which dependency failed.", "content": content,
+                              "headers": {"Retry-After": ERROR_HEADERS["429"]["Retry-After"]}}},
     }})
 
 
