@@ -12,8 +12,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# `make run PORT=5077` when 5000 is taken (macOS gives it to AirPlay).
+PORT ?= 5000
 run: $(STAMP)
-	$(BIN)/flask --app app serve
+	$(BIN)/flask --app app serve --port $(PORT)
 
 # The browser tests drive Debian's Chromium; install it where we may (root with apt).
 browser:

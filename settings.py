@@ -136,6 +136,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.webhook_schedule  # noqa: B018 -- refuse a bad schedule at start, not at the first failure
+        if not self.database_url.startswith(("postgresql", "postgres://", "sqlite://")):
+            raise ConfigError(f"DATABASE_URL={self.database_url.split('@')[-1][:60]!r} is not a database URL this "
+                              "app runs on: use postgresql://user@host:5432/db or sqlite:///path/fx.db")
         bank_call = self.bank_connect_timeout_seconds + self.bank_read_timeout_seconds
         if self.step_lease_seconds <= bank_call:
             raise ConfigError(

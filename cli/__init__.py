@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from cli import accounts, reconcile, relay, serve, webhooks
+from cli import accounts, errors, reconcile, relay, serve, webhooks
 
 
 def register(app: Flask) -> None:
     for area in (accounts, relay, reconcile, serve, webhooks):
         area.register(app)
+    errors.guard(app.cli)

@@ -10,14 +10,19 @@ from flask import Flask
 
 from cli.context import engine, settings
 from infra import migrate
-from services.accounts import open_account
-from services.credentials import Role, create_customer, issue_api_key, revoke_api_key
+from services.accounts import customer_of_account, directory, open_account
+from services.credentials import Role, create_customer, customer_name, issue_api_key, revoke_api_key
 from services.demo import DEMO_PASSWORD, DemoCustomer, create_demo_accounts
 
 
+def demo_lines(customers: list[DemoCustomer]) -> list[str]:
+    return [f"{c.owner}: account {c.account_id}  login {c.email} / {DEMO_PASSWORD}  API key {c.api_key}"
+            for c in customers]
+
+
 def echo_demo(customers: list[DemoCustomer]) -> None:
-    for c in customers:
-        click.echo(f"{c.owner}: account {c.account_id}  login {c.email} / {DEMO_PASSWORD}  API key {c.api_key}")
+    for line in demo_lines(customers):
+        click.echo(line)
 
 
 def _parse_funding(values: tuple[str, ...]) -> dict[str, Decimal]:
@@ -65,18 +70,35 @@ def register(app: Flask) -> None:
         """API keys: shown once when created, stored hashed."""
 
     @api_key_group.command("create")
+    @click.option("--account", "account_id", type=click.UUID, default=None, help="a key for this account's customer")
     @click.option("--customer", "customer_id", type=click.UUID, default=None, help="a customer's key")
     @click.option("--operator", "operator", default=None, help="an operator's key, with the operator's name")
     @click.option("--label", default="cli")
-    def api_key_create(customer_id: uuid.UUID | None, operator: str | None, label: str) -> None:
-        """Create a key for a customer or an operator; the key is printed once, never stored."""
-        if (customer_id is None) == (operator is None):
-            raise click.UsageError("give exactly one of --customer and --operator")
+    def api_key_create(account_id: uuid.UUID | None, customer_id: uuid.UUID | None, operator: str | None,
+                       label: str) -> None:
+        """Create a key for a customer (by account or customer id) or an operator; printed once, never stored."""
+        if [account_id, customer_id, operator].count(None) != 2:
+            raise click.UsageError("give exactly one of --account, --customer and --operator")
         if operator is not None:
-            key = issue_api_key(engine(), role=Role.OPERATOR, label=operator)
-        else:
-            key = issue_api_key(engine(), role=Role.CUSTOMER, label=label, customer_id=customer_id)
-        click.echo(key)
+            click.echo(issue_api_key(engine(), role=Role.OPERATOR, label=operator))
+            return
+        if account_id is not None:
+            customer_id = customer_of_account(engine(), account_id)
+        elif customer_name(engine(), customer_id) is None:  # type: ignore[arg-type]
+            raise click.ClickException(f"no customer {customer_id} (for an account id, use --account)")
+        click.echo(issue_api_key(engine(), role=Role.CUSTOMER, label=label, customer_id=customer_id))
+
+    @app.cli.group("customers")
+    def customers_group() -> None:
+        """Customers, their accounts and API keys."""
+
+    @customers_group.command("list")
+    def customers_list() -> None:
+        """Every customer: id, name, login, accounts and the prefixes of their live API keys."""
+        for c in directory(engine()):
+            keys = ", ".join(f"fxk_{p}_…" for p in c.key_prefixes) or "no key"
+            accounts = ", ".join(map(str, c.account_ids)) or "no account"
+            click.echo(f"{c.id}  {c.name}  {c.email or '-'}  accounts: {accounts}  keys: {keys}")
 
     @api_key_group.command("revoke")
     @click.argument("prefix")

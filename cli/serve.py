@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import click
 from dramatiq import Worker
 from flask import Flask, current_app
+from sqlalchemy import Engine
 from werkzeug.serving import make_server
 
 import bootstrap
 from bank.server import create_app as create_bank
-from cli.accounts import echo_demo
+from cli.accounts import demo_lines
 from infra import migrate
 from ops.processes import ProcessRole
 from ops.reconciler import run_loop
@@ -24,6 +26,8 @@ from services.demo import create_demo_accounts, customer_count
 
 log = logging.getLogger(__name__)
 
+#: In the Flask instance folder, beside the embedded database: the demo logins and keys.
+DEMO_FILE = "demo.txt"
 #: Worker threads of the in-process Dramatiq worker.
 EMBEDDED_WORKER_THREADS = 4
 #: How long (ms) an idle in-process worker thread waits for a message before looking again.
@@ -34,8 +38,7 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
     settings = app.extensions["fx.settings"]
     engine = app.extensions["fx.engine"]
     migrate.upgrade(engine)
-    if customer_count(engine) == 0:
-        echo_demo(create_demo_accounts(engine, settings.currencies))
+    show_demo_credentials(engine, settings.currencies, demo_file(engine, Path(app.instance_path)))
 
     bank_url = settings.bank_url or _start_bank()
     bank = app.extensions["fx.bank"] = bootstrap.build_bank(settings, bank_url)
@@ -69,6 +72,26 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
         worker.stop()
 
 
+def demo_file(engine: Engine, instance: Path) -> Path:
+    """Beside the embedded SQLite database (instance/demo.txt for the default one)."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    return (Path(database).resolve().parent if database and database != ":memory:" else instance) / DEMO_FILE
+
+
+def show_demo_credentials(engine: Engine, currencies: tuple[str, ...], path: Path) -> None:
+    """On a first start, make the demo customers and keep their logins and keys in `path` (keys
+    are stored hashed: this file is the only copy); on every start, print them again."""
+    if customer_count(engine) == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(line + "\n" for line in demo_lines(create_demo_accounts(engine, currencies))))
+        path.chmod(0o600)
+    if path.exists():
+        click.echo(f"demo logins and API keys (kept in {path}):")
+        click.echo(path.read_text(), nl=False)
+    else:
+        click.echo("customers: flask --app app customers list; a new key: flask --app app api-key create --account ID")
+
+
 def _start_bank() -> str:
     """The bank service in a thread on a free port, with its own SQLite file."""
     server = make_server("127.0.0.1", 0, create_bank(), threaded=True)
@@ -79,7 +102,8 @@ def _start_bank() -> str:
 def register(app: Flask) -> None:
     @app.cli.command("serve")
     @click.option("--host", default="127.0.0.1", show_default=True)
-    @click.option("--port", default=5000, show_default=True, type=int)
+    @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), envvar="PORT",
+                  help="also PORT=...; `make run PORT=5077`")
     def serve(host: str, port: int) -> None:
         """Run everything in one process: migrations, web, relay and worker (embedded mode)."""
         run_embedded(current_app._get_current_object(), host=host, port=port)  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, insert, select
 from domain import ledger as postings
 from domain.ledger import HOUSE_ACCOUNT_ID
 from errors import UnknownAccount
-from models import AccountKind, AccountStatus, accounts, balances
+from models import AccountKind, AccountStatus, accounts, api_keys, balances, customers
 from models.base import utcnow
 from services.ledger import post
 
@@ -91,3 +91,40 @@ def accounts_of(engine: Engine, customer_id: uuid.UUID) -> list[AccountView]:
         ids = conn.execute(select(accounts.c.id).where(accounts.c.customer_id == customer_id)
                            .order_by(accounts.c.created_at)).scalars().all()
     return [get_account(engine, account_id) for account_id in ids]
+
+
+@dataclass(frozen=True)
+class CustomerEntry:
+    """One line of `flask customers list`."""
+
+    id: uuid.UUID
+    name: str
+    email: str | None
+    account_ids: list[uuid.UUID]
+    key_prefixes: list[str]
+
+
+def directory(engine: Engine) -> list[CustomerEntry]:
+    """Every customer, oldest first, with their accounts and the prefixes of their live API keys."""
+    with engine.connect() as conn:
+        people = list(conn.execute(select(customers.c.id, customers.c.name, customers.c.email)
+                                   .order_by(customers.c.created_at, customers.c.name)))
+        owned: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for row in conn.execute(select(accounts.c.customer_id, accounts.c.id).where(
+                accounts.c.kind == AccountKind.CUSTOMER).order_by(accounts.c.created_at)):
+            owned.setdefault(row.customer_id, []).append(row.id)
+        keys: dict[uuid.UUID, list[str]] = {}
+        for row in conn.execute(select(api_keys.c.customer_id, api_keys.c.prefix).where(
+                api_keys.c.customer_id.is_not(None), api_keys.c.revoked_at.is_(None))):
+            keys.setdefault(row.customer_id, []).append(row.prefix)
+    return [CustomerEntry(p.id, p.name, p.email, owned.get(p.id, []), keys.get(p.id, [])) for p in people]
+
+
+def customer_of_account(engine: Engine, account_id: uuid.UUID) -> uuid.UUID:
+    """The customer who owns the account; UnknownAccount for none (or the house's)."""
+    with engine.connect() as conn:
+        owner = conn.execute(select(accounts.c.customer_id).where(
+            accounts.c.id == account_id, accounts.c.kind == AccountKind.CUSTOMER)).scalar_one_or_none()
+    if owner is None:
+        raise UnknownAccount(f"No customer account {account_id}.")
+    return owner
