@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import dramatiq
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from bank.client import BankClient
 from domain.fx import DEFAULT_USD_VALUES, TableRateProvider, parse_rate_table
@@ -71,7 +72,28 @@ def build_engine(settings: Settings, role: Role) -> Engine:
                        **settings.engine_options())
 
 
+#: Beside the embedded SQLite database: the address of the bank `make run` started.
+BANK_URL_FILE = "bank-url"
+
+
+def _bank_url_file(settings: Settings) -> Path | None:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).resolve().parent / BANK_URL_FILE
+
+
+def record_bank_url(settings: Settings, bank_url: str) -> None:
+    path = _bank_url_file(settings)
+    if path is not None:
+        path.write_text(bank_url + "\n")
+
+
 def build_bank(settings: Settings, url: str | None = None) -> BankClient:
+    """BANK_URL; else, on the embedded database, the bank `make run` recorded; else DEFAULT_BANK_URL."""
+    recorded = _bank_url_file(settings)
+    if not url and not settings.bank_url and recorded is not None and recorded.exists():
+        url = recorded.read_text().strip()
     return BankClient(url or settings.bank_url or DEFAULT_BANK_URL,
                       connect_timeout=settings.bank_connect_timeout_seconds,
                       read_timeout=settings.bank_read_timeout_seconds)

@@ -150,6 +150,9 @@ class BankClient:
             raise BankRejected(f"bank answered {response.status_code}: {_text(response)}")
         return _transfer(response)
 
+    def faults(self) -> dict[str, object]:
+        return self._call("GET", "/_faults").json()
+
     def set_faults(self, **faults: object) -> dict[str, object]:
         return self._call("POST", "/_faults", json=faults).json()
 

@@ -42,6 +42,10 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
 
     bank_url = settings.bank_url or _start_bank()
     bank = app.extensions["fx.bank"] = bootstrap.build_bank(settings, bank_url)
+    if not settings.bank_url:
+        app.extensions["fx.embedded_bank"] = True  # the operations page offers its outage switch
+        # Recorded beside the database, so `flask reconcile once` and the others find this bank.
+        bootstrap.record_bank_url(settings, bank_url)
     parts = bootstrap.build_worker(settings, workflow=bootstrap.build_workflow(settings, engine, bank))
     parts.broker.declare_queue(settings.queue_name)
     worker = Worker(parts.broker, worker_threads=EMBEDDED_WORKER_THREADS, worker_timeout=EMBEDDED_WORKER_TIMEOUT_MS)

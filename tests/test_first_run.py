@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,31 @@ def test_a_bad_setting_is_one_clear_line_and_a_non_zero_exit(variable: str, valu
     assert run.returncode != 0
     assert says in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_the_cli_finds_the_bank_that_make_run_recorded_beside_its_database(tmp_path: Path) -> None:
+    import bootstrap
+    from settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'fx.db'}")
+    assert bootstrap.build_bank(settings).base_url == bootstrap.DEFAULT_BANK_URL
+    bootstrap.record_bank_url(settings, "http://127.0.0.1:23456")
+    assert bootstrap.build_bank(settings).base_url == "http://127.0.0.1:23456"
+    assert bootstrap.build_bank(Settings(database_url=settings.database_url, bank_url="http://bank:8100")
+                                ).base_url == "http://bank:8100"  # BANK_URL, when set, wins
+
+
+def test_in_embedded_mode_the_operations_page_switches_a_bank_outage_on_and_off(
+    ops_app: Any, ops: Any, wf: Any
+) -> None:
+    assert 'id="bank-outage"' not in ops.get("/ops/").get_data(as_text=True)  # a real bank: no switch
+    assert ops.post("/ops/bank-outage", data={"down": "on"}).status_code in (400, 404)
+    ops_app.extensions["fx.embedded_bank"] = True
+    page = ops.get("/ops/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None and "Simulate a bank outage" in page
+    assert ops.post("/ops/bank-outage", data={"down": "on", "csrf_token": token.group(1)}).status_code == 302
+    assert wf.bank.faults()["down"] is True
+    assert "simulating an outage" in ops.get("/ops/").get_data(as_text=True)
+    ops.post("/ops/bank-outage", data={"down": "off", "csrf_token": token.group(1)})
+    assert wf.bank.faults()["down"] is False

@@ -21,6 +21,7 @@ from services.exchanges import get_exchange
 from services.webhooks import log as webhook_log
 from settings import Settings
 from web.auth import operator_required
+from web.errors import error_response
 
 bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates")
 api_bp = Blueprint("ops_api", __name__, url_prefix="/api/ops")
@@ -78,7 +79,35 @@ def dashboard() -> str:
         counts=board.counts, stuck=board.stuck, parked=board.parked, failures=board.failures, rows=board.rows,
         findings=board.findings, outbox=board.outbox, dead_total=dead_total, dead=dead, states=states,
         next_cursor=board.next_cursor, stuck_after=settings.stuck_after_seconds, now=now, operator=g.operator,
+        embedded_bank=bank_outage_state(),
     )
+
+
+def bank_outage_state() -> bool | None:
+    """In embedded mode (`make run`, its own bank in-process): whether the bank simulates an outage.
+    None elsewhere: a real bank has no such switch, and the page shows none."""
+    if not current_app.extensions.get("fx.embedded_bank"):
+        return None
+    try:
+        return bool(current_app.extensions["fx.bank"].faults().get("down"))
+    except Exception:  # the page still renders; the switch shows the bank as unknown
+        return None
+
+
+@bp.post("/bank-outage")
+@operator_required
+def bank_outage() -> Any:
+    """Embedded mode only: switch the bank's simulated outage on or off (every transfer answered 503)."""
+    if not current_app.extensions.get("fx.embedded_bank"):
+        return error_response(404, "not_found", "Only the embedded bank of `make run` can simulate an outage.")
+    bank = current_app.extensions["fx.bank"]
+    if request.form.get("down") == "on":
+        bank.set_faults(down=True)
+        flash("The bank now answers every transfer with 503: watch exchanges retry, then refund.", "ok")
+    else:
+        bank.reset_faults()
+        flash("The bank answers again.", "ok")
+    return redirect(url_for("ops.dashboard"))  # type: ignore[return-value]
 
 
 @bp.get("/exchanges/<uuid:exchange_id>")
