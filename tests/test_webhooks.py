@@ -75,6 +75,15 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_and_each_verifies_wit
         assert by_type["exchange.refunded"]["event"]["data"]["failure_reason"]
         assert "worker" not in by_type["exchange.refunded"]["body"]  # the customer's view, not ours
 
+        # Down again for a while, then back: the next event waits for it, and nothing is kept twice.
+        hooks.stop()
+        later = exchange_in(wf, account, "completed")
+        assert set(run_deliveries(engine)) == {"retrying"}
+        hooks.start()
+        until_all_delivered(engine)
+        ids = [entry["event"]["data"]["id"] for entry in hooks.kept()]
+        assert len(ids) == 5 and ids[-1] == str(later) and len(set(ids)) == 5
+
 
 def until_all_delivered(engine: Engine, rounds: int = 50) -> None:
     for _ in range(rounds):
