@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter, RateLimiter
+from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
 
 from errors import ClientError, ConfigError
 from settings import Settings
@@ -37,7 +37,10 @@ class TooManyRequests(ClientError):
 
 @dataclass(frozen=True)
 class Budgets:
+    #: Request budgets: fixed windows, one counter per key (every API request pays for one hit).
     limiter: RateLimiter
+    #: Sign-in failures: a moving window, so a lockout lasts until the oldest failure ages out.
+    sign_ins: RateLimiter
     per_key: RateLimitItem
     unverified: RateLimitItem
     login_account: RateLimitItem
@@ -52,8 +55,10 @@ def _item(name: str, text: str) -> RateLimitItem:
 
 
 def install(app: Flask, settings: Settings) -> Budgets:
+    storage = storage_from_string(settings.rate_limit_storage_url)
     budgets = Budgets(
-        limiter=MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage_url)),
+        limiter=FixedWindowRateLimiter(storage),
+        sign_ins=MovingWindowRateLimiter(storage),
         per_key=_item("API_RATE_LIMIT", settings.api_rate_limit),
         unverified=_item("UNVERIFIED_RATE_LIMIT", settings.unverified_rate_limit),
         login_account=_item("LOGIN_LIMIT_PER_ACCOUNT", settings.login_limit_per_account),
@@ -71,8 +76,8 @@ def client_address() -> str:
     return request.remote_addr or "?"
 
 
-def _refuse(budgets: Budgets, item: RateLimitItem, key: str, message: str) -> TooManyRequests:
-    reset = budgets.limiter.get_window_stats(item, key).reset_time
+def _refuse(limiter: RateLimiter, item: RateLimitItem, key: str, message: str) -> TooManyRequests:
+    reset = limiter.get_window_stats(item, key).reset_time
     return TooManyRequests(message, retry_after=max(1, math.ceil(reset - time.time())))
 
 
@@ -81,7 +86,8 @@ def check_unverified() -> None:
     budgets = _budgets()
     key = "unverified:" + client_address()
     if not budgets.limiter.test(budgets.unverified, key):
-        raise _refuse(budgets, budgets.unverified, key, "Too many requests without a valid API key; retry later.")
+        raise _refuse(budgets.limiter, budgets.unverified, key,
+                      "Too many requests without a valid API key; retry later.")
 
 
 def spend_unverified() -> None:
@@ -95,7 +101,7 @@ def spend_verified(identity: str) -> None:
     budgets = _budgets()
     key = "key:" + identity
     if not budgets.limiter.hit(budgets.per_key, key):
-        raise _refuse(budgets, budgets.per_key, key, "Too many requests for this API key; retry later.")
+        raise _refuse(budgets.limiter, budgets.per_key, key, "Too many requests for this API key; retry later.")
 
 
 def check_sign_in(account: str) -> None:
@@ -103,11 +109,11 @@ def check_sign_in(account: str) -> None:
     budgets = _budgets()
     for item, key in ((budgets.login_account, "login:" + account.strip().lower()),
                       (budgets.login_address, "login-from:" + client_address())):
-        if not budgets.limiter.test(item, key):
-            raise _refuse(budgets, item, key, "Too many failed sign-ins; wait before trying again.")
+        if not budgets.sign_ins.test(item, key):
+            raise _refuse(budgets.sign_ins, item, key, "Too many failed sign-ins; wait before trying again.")
 
 
 def sign_in_failed(account: str) -> None:
     budgets = _budgets()
-    budgets.limiter.hit(budgets.login_account, "login:" + account.strip().lower())
-    budgets.limiter.hit(budgets.login_address, "login-from:" + client_address())
+    budgets.sign_ins.hit(budgets.login_account, "login:" + account.strip().lower())
+    budgets.sign_ins.hit(budgets.login_address, "login-from:" + client_address())
