@@ -65,6 +65,11 @@ def register(app: Flask) -> None:
         """Open a customer account funded from the house account."""
         click.echo(str(open_account(engine(), owner, _parse_funding(funding), customer_id=customer_id)))
 
+    _register_keys(app)
+    _register_customers(app)
+
+
+def _register_keys(app: Flask) -> None:
     @app.cli.group("api-key")
     def api_key_group() -> None:
         """API keys: shown once when created, stored hashed."""
@@ -88,6 +93,16 @@ def register(app: Flask) -> None:
             raise click.ClickException(f"no customer {customer_id} (for an account id, use --account)")
         click.echo(issue_api_key(engine(), role=Role.CUSTOMER, label=label, customer_id=customer_id))
 
+    @api_key_group.command("revoke")
+    @click.argument("prefix")
+    def api_key_revoke(prefix: str) -> None:
+        """Revoke a key by its prefix (the part after `fxk_`)."""
+        if not revoke_api_key(engine(), prefix.removeprefix("fxk_").split("_")[0]):
+            raise click.ClickException("no active key with that prefix")
+        click.echo("revoked")
+
+
+def _register_customers(app: Flask) -> None:
     @app.cli.group("customers")
     def customers_group() -> None:
         """Customers, their accounts and API keys."""
@@ -99,11 +114,3 @@ def register(app: Flask) -> None:
             keys = ", ".join(f"fxk_{p}_…" for p in c.key_prefixes) or "no key"
             accounts = ", ".join(map(str, c.account_ids)) or "no account"
             click.echo(f"{c.id}  {c.name}  {c.email or '-'}  accounts: {accounts}  keys: {keys}")
-
-    @api_key_group.command("revoke")
-    @click.argument("prefix")
-    def api_key_revoke(prefix: str) -> None:
-        """Revoke a key by its prefix (the part after `fxk_`)."""
-        if not revoke_api_key(engine(), prefix.removeprefix("fxk_").split("_")[0]):
-            raise click.ClickException("no active key with that prefix")
-        click.echo("revoked")
