@@ -56,6 +56,16 @@ def check_amount(amount: Decimal, currency: str | None, maximum: Decimal) -> Non
         raise AmountError(f"{currency} allows at most {allowed} decimal places.")
 
 
+def money_text(amount: Decimal | None, currency: str) -> str | None:
+    """Amounts leave the API as strings with the currency's minor unit ("125.50", "1000")."""
+    return None if amount is None else str(quantize(amount, currency))
+
+
+def rate_text(rate: Decimal | None) -> str | None:
+    """"0.731", "10": no trailing zeros, never an exponent."""
+    return None if rate is None else format(rate.normalize(), "f")
+
+
 def quantize(amount: Decimal, currency: str) -> Decimal:
     """Round to the currency's minor unit (banker's rounding is not used for customer money)."""
     return amount.quantize(Decimal(1).scaleb(-minor_unit(currency)), rounding=ROUND_HALF_UP)

@@ -30,6 +30,17 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
+def actor_options(settings: Settings, *, time_limit_ms: int | None = None) -> dict[str, object]:
+    """The queue, retries with backoff and time limit every actor of ours is declared with."""
+    return {
+        "queue_name": settings.queue_name,
+        "max_retries": settings.step_max_retries,
+        "min_backoff": settings.step_min_backoff_ms,
+        "max_backoff": settings.step_max_backoff_ms,
+        "time_limit": settings.step_time_limit_ms if time_limit_ms is None else time_limit_ms,
+    }
+
+
 def declare_actors(broker: dramatiq.Broker, settings: Settings, workflow: Workflow) -> dict[str, dramatiq.Actor]:
     """One actor per step of the state machine, bound to `broker`, running `workflow`'s steps."""
     return {name: _declare(name, broker, settings, workflow) for name in STEPS}
@@ -59,13 +70,4 @@ def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workf
         log.debug("%s %s: %s", actor_name, exchange_id, result)
 
     run.__name__ = run.__qualname__ = actor_name
-    return dramatiq.actor(
-        run,
-        actor_name=actor_name,
-        broker=broker,
-        queue_name=settings.queue_name,
-        max_retries=settings.step_max_retries,
-        min_backoff=settings.step_min_backoff_ms,
-        max_backoff=settings.step_max_backoff_ms,
-        time_limit=settings.step_time_limit_ms,
-    )
+    return dramatiq.actor(run, actor_name=actor_name, broker=broker, **actor_options(settings))

@@ -9,7 +9,7 @@ import requests
 import sentry_sdk
 from sqlalchemy import Engine
 
-from jobs.actors import worker_id
+from jobs.actors import actor_options, worker_id
 from services.webhooks.delivery import DeliveryBusy, DeliveryConfig, deliver
 from services.webhooks.events import DELIVER_ACTOR
 from settings import Settings
@@ -33,13 +33,6 @@ def declare_webhook_actor(broker: dramatiq.Broker, settings: Settings, engine: E
         except DeliveryBusy as busy:
             raise dramatiq.Retry(str(busy), delay=busy.delay_ms) from None
 
-    return dramatiq.actor(
-        deliver_webhook,
-        actor_name=DELIVER_ACTOR,
-        broker=broker,
-        queue_name=settings.queue_name,
-        max_retries=settings.step_max_retries,
-        min_backoff=settings.step_min_backoff_ms,
-        max_backoff=settings.step_max_backoff_ms,
-        time_limit=int(config.lease.total_seconds() * 1000),
-    )
+    time_limit_ms = int(config.lease.total_seconds() * 1000)
+    return dramatiq.actor(deliver_webhook, actor_name=DELIVER_ACTOR, broker=broker,
+                          **actor_options(settings, time_limit_ms=time_limit_ms))

@@ -26,6 +26,7 @@ from models import AccountKind, AccountStatus, accounts, balances, exchange_even
 from models.base import utcnow
 from outbox.writer import enqueue
 from services import quotes
+from services.rows import one_or_not_found
 
 ACCEPT_STEP = "accept"
 
@@ -287,8 +288,4 @@ def get_exchange(engine: Engine, exchange_id: uuid.UUID, owner: uuid.UUID | None
     query = select(exchanges).where(exchanges.c.id == exchange_id)
     if owner is not None:
         query = query.join(accounts, accounts.c.id == exchanges.c.account_id).where(*_owned_by(owner))
-    with engine.connect() as conn:
-        row = conn.execute(query).first()
-    if row is None:
-        raise UnknownExchange("No such exchange.")
-    return row
+    return one_or_not_found(engine, query, UnknownExchange("No such exchange."))

@@ -20,6 +20,7 @@ from domain.money import quantize
 from errors import QuoteExpired, QuoteUsed, RateUnavailable, UnknownQuote, ValidationFailed
 from models import accounts, quotes
 from models.base import utcnow
+from services.rows import one_or_not_found
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,7 @@ def get_quote(engine: Engine, quote_id: uuid.UUID, customer_id: uuid.UUID | None
     query = select(quotes).where(quotes.c.id == quote_id)
     if customer_id is not None:
         query = query.where(quotes.c.customer_id == customer_id)
-    with engine.connect() as conn:
-        row = conn.execute(query).first()
-    if row is None:
-        raise UnknownQuote("No such quote.", fields={"quote_id": ["No such quote."]})
-    return row
+    return one_or_not_found(engine, query, UnknownQuote("No such quote.", fields={"quote_id": ["No such quote."]}))
 
 
 def status_of(row: Any, now: datetime | None = None) -> str:

@@ -13,10 +13,10 @@ from marshmallow import ValidationError
 
 from domain.currencies import MINOR_UNITS, minor_unit
 from domain.money import STORAGE_SCALE, AmountError, check_amount, decimals_of, parse_amount, quantize
+from domain.money import money_text as money
 from services.exchanges import ExchangeRequest
 from settings import Settings
-from web.api import _flatten, money
-from web.schemas import ExchangeRequestSchema
+from web.schemas import ExchangeRequestSchema, field_problems
 
 # Derandomized and without a deadline: the same examples on every run, and no
 # assertion about how long an example takes.
@@ -300,7 +300,7 @@ def test_every_invalid_field_of_a_request_is_named_in_one_answer(
         body[name] = data.draw(INVALID_ON_THEIR_OWN[name], label=name)
     with pytest.raises(ValidationError) as refused:
         schema().load(body)
-    fields = _flatten(refused.value.messages)  # what the API's `error.fields` and the portal show
+    fields = field_problems(refused.value.messages)  # what the API's `error.fields` and the portal show
     assert names <= set(fields)
     assert all(problems and all(isinstance(p, str) and p for p in problems) for problems in fields.values())
 

@@ -6,21 +6,19 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
-from marshmallow import ValidationError
 
 from domain import customer_view
 from domain.currencies import minor_unit
-from domain.money import quantize
-from errors import MalformedRequest, ValidationFailed
+from domain.money import money_text, rate_text
+from errors import MalformedRequest
 from infra.observability import current_trace_headers
 from services import accounts, exchange_list, exchanges, quotes, timeline
 from settings import Settings
 from web.auth import customer_required
-from web.schemas import QUOTED_FIELDS, ExchangeRequestSchema, ListQuerySchema, QuoteRequestSchema
+from web.schemas import QUOTED_FIELDS, ExchangeRequestSchema, ListQuerySchema, QuoteRequestSchema, validated
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -82,25 +80,12 @@ def idempotency_key() -> str | None:
     return key
 
 
-def rate_text(rate: Decimal) -> str:
-    """"0.731", "10": no trailing zeros, never an exponent."""
-    return format(rate.normalize(), "f")
-
-
-def money(amount: Decimal | None, currency: str) -> str | None:
-    """Amounts leave the API as strings with the currency's minor unit ("125.50", "1000")."""
-    return None if amount is None else str(quantize(amount, currency))
-
-
 @bp.post("/exchanges")
 @customer_required
 def create_exchange() -> tuple[Response, int]:
     key = idempotency_key()
     body = json_body()
-    try:
-        data = _schemas().exchange.load(body)
-    except ValidationError as error:
-        raise ValidationFailed("The request has invalid fields.", fields=_flatten(error.messages)) from None
+    data = validated(_schemas().exchange, body)
     accepted = exchanges.create_exchange(
         _engine(),
         exchange_request(data, g.principal.customer_id),
@@ -115,7 +100,7 @@ def create_exchange() -> tuple[Response, int]:
         account=str(accepted.account_id),
         from_currency=accepted.from_currency,
         to_currency=accepted.to_currency,
-        amount=money(accepted.amount, accepted.from_currency),
+        amount=money_text(accepted.amount, accepted.from_currency),
         accepted_at=accepted.accepted_at.isoformat(),
         status_url=status_url,
     )
@@ -141,10 +126,7 @@ def exchange_request(data: dict[str, Any], customer_id: uuid.UUID) -> exchanges.
 def create_quote() -> tuple[Response, int]:
     """A firm rate for a pair and amount, for an exchange that names it before it expires."""
     body = json_body()
-    try:
-        data = _schemas().quote.load(body)
-    except ValidationError as error:
-        raise ValidationFailed("The request has invalid fields.", fields=_flatten(error.messages)) from None
+    data = validated(_schemas().quote, body)
     row = quotes.create_quote(
         _engine(), current_app.extensions["fx.rates"], g.principal.customer_id,
         quotes.QuoteRequest(data["from_currency"], data["to_currency"], data["amount"]),
@@ -165,9 +147,9 @@ def quote_json(row: Any) -> dict[str, Any]:
         "id": str(row.id),
         "from_currency": row.from_currency,
         "to_currency": row.to_currency,
-        "amount": money(row.amount, row.from_currency),
+        "amount": money_text(row.amount, row.from_currency),
         "rate": rate_text(row.rate),
-        "to_amount": money(row.to_amount, row.to_currency),
+        "to_amount": money_text(row.to_amount, row.to_currency),
         "created_at": row.created_at.isoformat(),
         "expires_at": row.expires_at.isoformat(),
         "status": quotes.status_of(row),
@@ -179,10 +161,7 @@ def quote_json(row: Any) -> dict[str, Any]:
 @customer_required
 def list_exchanges() -> Response:
     """The customer's exchanges, newest first, a page at a time."""
-    try:
-        query = _schemas().listing.load(request.args)
-    except ValidationError as error:
-        raise ValidationFailed("The query has invalid parameters.", fields=_flatten(error.messages)) from None
+    query = validated(_schemas().listing, request.args, what="query")
     page = exchange_list.page_for_customer(
         _engine(), g.principal.customer_id, limit=query["limit"], cursor=query.get("cursor"),
         states=query.get("state", ()), created_after=query.get("created_after"),
@@ -203,10 +182,10 @@ def exchange_json(row: Any) -> dict[str, Any]:
         "account": str(row.account_id),
         "from_currency": row.from_currency,
         "to_currency": row.to_currency,
-        "amount": money(row.amount, row.from_currency),
-        "rate": None if row.rate is None else rate_text(row.rate),
+        "amount": money_text(row.amount, row.from_currency),
+        "rate": rate_text(row.rate),
         "quote": None if row.quote_id is None else str(row.quote_id),
-        "to_amount": money(row.to_amount, row.to_currency),
+        "to_amount": money_text(row.to_amount, row.to_currency),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
@@ -228,8 +207,8 @@ def get_timeline(exchange_id: uuid.UUID) -> Response:
     row = exchanges.get_exchange(_engine(), exchange_id, owner=g.principal.customer_id)
     events = customer_view.customer_events(
         timeline.of_exchange(_engine(), exchange_id), failure_code=row.failure_code,
-        amount=money(row.amount, row.from_currency) or "", from_currency=row.from_currency,
-        to_amount=money(row.to_amount, row.to_currency), to_currency=row.to_currency)
+        amount=money_text(row.amount, row.from_currency) or "", from_currency=row.from_currency,
+        to_amount=money_text(row.to_amount, row.to_currency), to_currency=row.to_currency)
     return jsonify(**_standing(row), events=[event.as_json() for event in events])
 
 
@@ -242,19 +221,8 @@ def get_account(account_id: uuid.UUID) -> Response:
         owner=view.owner,
         status=view.status,
         balances=[
-            {"currency": b.currency, "available": money(b.available, b.currency), "held": money(b.held, b.currency),
-             "minor_unit": minor_unit(b.currency)}
+            {"currency": b.currency, "available": money_text(b.available, b.currency),
+             "held": money_text(b.held, b.currency), "minor_unit": minor_unit(b.currency)}
             for b in view.balances
         ],
     )
-
-
-def _flatten(messages: Any) -> dict[str, list[str]]:
-    """Marshmallow's nested messages as {field: [problem, ...]}."""
-    if isinstance(messages, list):
-        return {"body": [str(m) for m in messages]}
-    flat: dict[str, list[str]] = {}
-    for name, problems in messages.items():
-        field = "body" if name == "_schema" else str(name)
-        flat.setdefault(field, []).extend(str(p) for p in (problems if isinstance(problems, list) else [problems]))
-    return flat

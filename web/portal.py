@@ -140,13 +140,14 @@ FORM_FIELDS = ("account", "from_currency", "to_currency", "amount")
 @signed_in
 def submit_quote() -> Any:
     """The home page's form asks for a quote first: the customer sees the rate, then confirms."""
-    from web.api import _flatten, _schemas
+    from web.api import _schemas
+    from web.schemas import field_problems
 
     form = {name: request.form.get(name, "") for name in FORM_FIELDS}
     try:
         data = _schemas().exchange.load(form)
     except ValidationError as error:
-        return _home(form, _flatten(error.messages), 422)
+        return _home(form, field_problems(error.messages), 422)
     settings = current_app.extensions["fx.settings"]
     try:
         quote = quotes.create_quote(
@@ -163,7 +164,8 @@ def submit_quote() -> Any:
 @signed_in
 def submit_exchange() -> Any:
     form = {name: request.form.get(name, "") for name in (*FORM_FIELDS, "quote_id") if name in request.form}
-    from web.api import _flatten, _schemas, exchange_request
+    from web.api import _schemas, exchange_request
+    from web.schemas import field_problems
 
     form_key = request.form.get("form_key", "")
     if not FORM_KEY.fullmatch(form_key):
@@ -172,7 +174,7 @@ def submit_exchange() -> Any:
     try:
         data = _schemas().exchange.load(form)
     except ValidationError as error:
-        return _home(form, _flatten(error.messages), 422)
+        return _home(form, field_problems(error.messages), 422)
     try:
         accepted = exchanges.create_exchange(
             _engine(), exchange_request(data, _customer_id()),

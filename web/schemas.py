@@ -12,6 +12,7 @@ from domain.currencies import is_iso_currency
 from domain.customer_view import CustomerStatus
 from domain.money import AmountError, check_amount, parse_amount
 from domain.states import ExchangeState
+from errors import ValidationFailed
 
 
 class AmountField(fields.Field):
@@ -236,3 +237,23 @@ class AccountSchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["active", "frozen", "closed"],
                                                     "description": "Only an active account can exchange."})
     balances = fields.List(fields.Nested(BalanceSchema), required=True)
+
+
+def validated(schema: Schema, data: Any, *, what: str = "request") -> dict[str, Any]:
+    """`data` loaded by `schema`, or ValidationFailed (a 422 naming each field and its problem)."""
+    try:
+        return schema.load(data)
+    except ValidationError as error:
+        heading = "The query has invalid parameters." if what == "query" else "The request has invalid fields."
+        raise ValidationFailed(heading, fields=field_problems(error.messages)) from None
+
+
+def field_problems(messages: Any) -> dict[str, list[str]]:
+    """Marshmallow's nested messages as {field: [problem, ...]}."""
+    if isinstance(messages, list):
+        return {"body": [str(m) for m in messages]}
+    flat: dict[str, list[str]] = {}
+    for name, problems in messages.items():
+        field = "body" if name == "_schema" else str(name)
+        flat.setdefault(field, []).extend(str(p) for p in (problems if isinstance(problems, list) else [problems]))
+    return flat

@@ -6,12 +6,13 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from errors import ValidationFailed
 from services.webhooks import delivery, endpoints, log
-from web.api import _flatten, json_body
+from web.api import json_body
 from web.auth import customer_required
+from web.schemas import validated
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api")
 
@@ -60,10 +61,7 @@ def delivery_json(entry: dict[str, Any]) -> dict[str, Any]:
 @bp.post("/webhook-endpoints")
 @customer_required
 def create_endpoint() -> tuple[Response, int]:
-    try:
-        data = _ENDPOINT_REQUEST.load(json_body())
-    except ValidationError as error:
-        raise ValidationFailed("The request has invalid fields.", fields=_flatten(error.messages)) from None
+    data = validated(_ENDPOINT_REQUEST, json_body())
     row = endpoints.create_endpoint(_engine(), g.principal.customer_id, data["url"], data["description"])
     response = jsonify(endpoint_json(row, with_secret=True))
     response.headers["Location"] = url_for("webhooks.get_endpoint", endpoint_id=row.id)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, insert, select, update
 from errors import NotFound, ValidationFailed
 from models import webhook_endpoints
 from models.base import utcnow
+from services.rows import one_or_not_found
 from services.webhooks.signing import new_secret
 
 #: After a rotation, deliveries are signed with the old secret too, for this long.
@@ -45,11 +46,7 @@ def get_endpoint(engine: Engine, endpoint_id: uuid.UUID, customer_id: uuid.UUID 
     query = select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
     if customer_id is not None:
         query = query.where(webhook_endpoints.c.customer_id == customer_id)
-    with engine.connect() as conn:
-        row = conn.execute(query).first()
-    if row is None:
-        raise UnknownEndpoint("No such webhook endpoint.")
-    return row
+    return one_or_not_found(engine, query, UnknownEndpoint("No such webhook endpoint."))
 
 
 def endpoints_of(engine: Engine, customer_id: uuid.UUID | None) -> list[Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select
 
 from domain import customer_view
-from domain.money import quantize
+from domain.money import money_text, rate_text
 from models import accounts, exchanges, webhook_deliveries, webhook_endpoints, webhook_events
 from outbox.writer import enqueue
 
@@ -72,9 +72,8 @@ def exchange_data(row: Any) -> dict[str, Any]:
         "id": str(row.id), "account": str(row.account_id), "state": row.state, "status": view.status.value,
         "status_message": view.message, "failure_reason": view.failure_reason,
         "from_currency": row.from_currency, "to_currency": row.to_currency,
-        "amount": str(quantize(row.amount, row.from_currency)),
-        "rate": None if row.rate is None else format(row.rate.normalize(), "f"),
-        "to_amount": None if row.to_amount is None else str(quantize(row.to_amount, row.to_currency)),
+        "amount": money_text(row.amount, row.from_currency), "rate": rate_text(row.rate),
+        "to_amount": money_text(row.to_amount, row.to_currency),
         "quote": None if row.quote_id is None else str(row.quote_id),
         "created_at": row.created_at.isoformat(),
     }

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select
 
 from errors import NotFound
 from models import webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_events
+from services.rows import one_or_not_found
 
 
 class UnknownDelivery(NotFound):
@@ -52,8 +53,4 @@ def owner_of(engine: Engine, delivery_id: uuid.UUID, customer_id: uuid.UUID | No
     query = _DELIVERIES.where(webhook_deliveries.c.id == delivery_id)
     if customer_id is not None:
         query = query.where(webhook_endpoints.c.customer_id == customer_id)
-    with engine.connect() as conn:
-        row = conn.execute(query).first()
-    if row is None:
-        raise UnknownDelivery("No such webhook delivery.")
-    return row
+    return one_or_not_found(engine, query, UnknownDelivery("No such webhook delivery."))
