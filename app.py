@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["fx.engine"] = bootstrap.build_engine(settings, bootstrap.Role.WEB)
     app.extensions["fx.bank"] = bootstrap.build_bank(settings)
     app.extensions["fx.rates"] = bootstrap.build_rates(settings)
+    app.extensions["fx.sender"] = bootstrap.build_sender(settings, app.extensions["fx.engine"])
 
     errors.register(app)
     security.install(app, settings)

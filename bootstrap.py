@@ -31,6 +31,7 @@ from jobs.lifecycle import ProcessLifecycle
 from jobs.retry_clock import RetryClock
 from jobs.webhooks import declare_webhook_actor
 from ops.processes import Heartbeat, ProcessRole
+from outbox.direct import DirectSender
 from outbox.leadership import Leadership
 from outbox.publisher import publisher_for
 from outbox.relay import Relay, RelayConfig
@@ -115,6 +116,17 @@ def build_rates(settings: Settings) -> TableRateProvider:
 
 def build_workflow(settings: Settings, engine: Engine, bank: BankClient) -> Workflow:
     return Workflow(engine=engine, bank=bank, rates=build_rates(settings), config=workflow_config(settings))
+
+
+def build_sender(settings: Settings, engine: Engine, broker: dramatiq.Broker | None = None) -> DirectSender | None:
+    """The web's direct sender (OUTBOX_DIRECT_SEND): Redis pipelined, RabbitMQ or the embedded
+    broker through `broker`; None when it is off, or embedded without the in-process broker."""
+    if not settings.outbox_direct_send or (settings.embedded_broker and broker is None):
+        return None
+    if broker is None and not settings.broker_url.startswith(("redis://", "rediss://")):
+        broker = build_broker(settings)
+    publisher = publisher_for(settings.broker_url, broker, wakeups=settings.broker_wakeups)
+    return DirectSender(engine, publisher, grace=timedelta(seconds=settings.outbox_direct_grace_seconds))
 
 
 def relay_config(settings: Settings) -> RelayConfig:

@@ -121,6 +121,10 @@ class Settings:
     #: Redis only: each enqueue wakes the queue's idle consumers (infra/waking_redis.py);
     #: off, a consumer finds a message at its next poll, as Dramatiq's own does.
     broker_wakeups: bool = _env("BROKER_WAKEUPS", True)
+    #: The web sends an exchange's first message to the broker itself, straight after its commit
+    #: (outbox/direct.py); the relay sends it only if it is still untaken after the grace.
+    outbox_direct_send: bool = _env("OUTBOX_DIRECT_SEND", True)
+    outbox_direct_grace_seconds: float = _env("OUTBOX_DIRECT_GRACE_SECONDS", 30.0, 1.0)
 
     @property
     def webhook_schedule(self) -> tuple[float, ...]:

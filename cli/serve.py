@@ -50,6 +50,7 @@ def run_embedded(app: Flask, *, host: str, port: int) -> None:
     parts.broker.declare_queue(settings.queue_name)
     worker = Worker(parts.broker, worker_threads=EMBEDDED_WORKER_THREADS, worker_timeout=EMBEDDED_WORKER_TIMEOUT_MS)
     worker.start()
+    app.extensions["fx.sender"] = bootstrap.build_sender(settings, engine, parts.broker)
     relay = bootstrap.build_relay(settings, engine, parts.broker)
     relay_thread = threading.Thread(target=relay.run, name="outbox-relay", daemon=True)
     relay_thread.start()

@@ -26,6 +26,8 @@ TEST_ENV: dict[str, str] = {
     "RELAY_MAX_BACKOFF_SECONDS": str(RELAY_MAX_BACKOFF_SECONDS),
     # A killed or frozen active relay is replaced by a standby within 2 s.
     "RELAY_LEASE_SECONDS": "2",
+    # A first message the web committed but never sent reaches the relay 3 s later.
+    "OUTBOX_DIRECT_GRACE_SECONDS": "3",
 }
 #: The benchmarks' short, test-like timings: a killed worker's messages come back in about
 #: 5 s, a stuck exchange is re-sent after 10 s, a bank call gives up after 1.5 s.

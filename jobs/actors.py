@@ -19,6 +19,7 @@ import sentry_sdk
 from dramatiq.middleware import CurrentMessage
 
 from domain.states import STEP_BY_ACTOR
+from outbox.publisher import TAKE_OPTION
 from services.workflow import STEPS, Delivery, StepDeferred, Workflow
 from services.workflow.runner import record_failure
 from settings import Settings
@@ -58,6 +59,8 @@ def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workf
             worker=worker_id(),
             message_id=uuid.UUID(message.message_id) if message is not None else None,
             epoch=epoch,
+            # Sent by its writer straight after the commit: the step takes the outbox row.
+            inline=bool(message is not None and message.options.get(TAKE_OPTION)),
         )
         try:
             result = step(workflow, delivery)

@@ -16,6 +16,9 @@ from outbox.store import OutboxRow
 #: Where the trace headers of the writing request travel inside the message: the option
 #: Sentry's Dramatiq integration continues the trace from in the worker.
 TRACE_OPTION = SENTRY_HEADERS_OPTION
+#: Set on a message its writer sent itself (outbox/direct.py): the consumer marks the outbox row
+#: published in the step's transaction, so the relay does not send it too.
+TAKE_OPTION = "fx_take_outbox_row"
 
 
 class PublishError(OutboxError):
@@ -23,21 +26,24 @@ class PublishError(OutboxError):
 
 
 class Publisher(Protocol):
-    def publish(self, rows: Sequence[OutboxRow]) -> None:
+    def publish(self, rows: Sequence[OutboxRow], *, taken_by_consumer: bool = False) -> None:
         """Publish every row or raise PublishError (some may have gone: at least once)."""
         ...
 
     def close(self) -> None: ...
 
 
-def to_message(row: OutboxRow) -> Message[object]:
+def to_message(row: OutboxRow, *, taken_by_consumer: bool = False) -> Message[object]:
     """The outbox id becomes the Dramatiq message id, so every hop can be traced to the row."""
+    options: dict[str, object] = {TRACE_OPTION: row.trace_headers} if row.trace_headers else {}
+    if taken_by_consumer:
+        options[TAKE_OPTION] = True
     return Message(
         queue_name=row.queue,
         actor_name=row.actor,
         args=(),
         kwargs=row.payload,
-        options={TRACE_OPTION: row.trace_headers} if row.trace_headers else {},
+        options=options,
         message_id=str(row.id),
         message_timestamp=int(row.created_at.timestamp() * 1000),
     )
@@ -49,11 +55,11 @@ class BrokerPublisher:
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
 
-    def publish(self, rows: Sequence[OutboxRow]) -> None:
+    def publish(self, rows: Sequence[OutboxRow], *, taken_by_consumer: bool = False) -> None:
         try:
             for row in rows:
                 with continued_trace(row.trace_headers, f"publish {row.actor}"):
-                    self.broker.enqueue(to_message(row))
+                    self.broker.enqueue(to_message(row, taken_by_consumer=taken_by_consumer))
         except Exception as error:
             raise PublishError(f"{type(error).__name__}: {error}") from error
 
@@ -85,14 +91,14 @@ class RedisPipelinePublisher:
         self._direct = RedisBroker(client=self.client, namespace=namespace, middleware=[])
         self._primed = False
 
-    def publish(self, rows: Sequence[OutboxRow]) -> None:
+    def publish(self, rows: Sequence[OutboxRow], *, taken_by_consumer: bool = False) -> None:
         try:
             if not self._primed:
                 self._direct._max_unpack_size()
                 self._primed = True
             for row in rows:
                 with continued_trace(row.trace_headers, f"publish {row.actor}"):
-                    self.broker.enqueue(to_message(row))
+                    self.broker.enqueue(to_message(row, taken_by_consumer=taken_by_consumer))
             self.pipeline.execute()
         except redis.RedisError as error:
             raise PublishError(f"{type(error).__name__}: {error}") from error

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Update, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, Engine, Update, bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain import states as machine
@@ -22,10 +22,15 @@ from errors import (
     UnknownAccount,
     UnknownExchange,
 )
+from infra.database import insert_on_conflict_in
 from models import AccountKind, AccountStatus, accounts, balances, exchange_events, exchanges
 from models.base import utcnow
+from outbox.direct import DirectSender
+from outbox.failpoints import failpoint
+from outbox.store import OutboxRow
 from outbox.writer import enqueue
 from services import quotes
+from services.idempotency_keys import find_by_key
 from services.rows import one_or_not_found
 
 ACCEPT_STEP = "accept"
@@ -59,9 +64,17 @@ class Accepted:
     amount: Decimal
     accepted_at: datetime
     replayed: bool = False
+    #: The first step's outbox message, as committed (None on a replay).
+    first_message: OutboxRow | None = field(default=None, compare=False, repr=False)
 
 
-_INSERT_EXCHANGE = insert(exchanges)
+#: Built once per dialect: a taken (account, Idempotency-Key) inserts nothing instead of failing,
+#: so the transaction needs no lookup first and the database logs no error for a replay.
+_INSERT_EXCHANGE = {
+    dialect: insert_on_conflict_in(dialect, exchanges).on_conflict_do_nothing(
+        index_elements=[exchanges.c.account_id, exchanges.c.idempotency_key]).returning(exchanges.c.id)
+    for dialect in ("postgresql", "sqlite")
+}
 _INSERT_EVENT = insert(exchange_events)
 
 
@@ -73,6 +86,7 @@ def create_exchange(
     idempotency_key: str | None = None,
     trace_headers: dict[str, str] | None = None,
     owner: uuid.UUID | None = None,
+    sender: DirectSender | None = None,
 ) -> Accepted:
     """Accept an exchange: idempotent per (account, key); all or nothing.
 
@@ -80,26 +94,35 @@ def create_exchange(
     message and its first timeline event in one transaction. Raises UnknownAccount,
     AccountInactive, InsufficientFunds or IdempotencyKeyReused having written nothing.
     With `owner`, an account of another customer is an UnknownAccount (the checks ride
-    in the same statements, so they cost no extra round trip).
+    in the same statements, so they cost no extra round trip). With `sender`, the first
+    message goes to the broker straight after the commit (outbox/direct.py), the relay
+    sending it only if that fails.
     """
     fingerprint = request.fingerprint() if idempotency_key else None
+    delay = None if sender is None else sender.grace
     try:
         with engine.begin() as conn:
-            if idempotency_key:
-                earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
-                if earlier is not None:
-                    return _replay(earlier, fingerprint)
-            return _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers, owner)
-    except (IntegrityError, QuoteUsed):
-        # Two requests with one key raced; the unique constraint (or the quote's single use)
-        # let one win. Answer this one as a replay of the winner (or as a reuse of its key).
+            accepted = _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers, owner, delay)
+    except (_KeyTaken, IntegrityError, QuoteUsed):
+        # The key was used before (the exchange insert found it taken, and rolled the hold back
+        # with everything else), or two requests with one key raced and the unique constraint
+        # (or the quote's single use) let one win: answer this one as a replay of the winner (or
+        # as a reuse of its key). Looked up only then: a first request pays no lookup.
         if not idempotency_key:
             raise
         with engine.connect() as conn:
-            earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
+            earlier = find_by_key(conn, request.account_id, idempotency_key, owner)
         if earlier is None:
             raise
         return _replay(earlier, fingerprint)
+    if sender is not None and accepted.first_message is not None:
+        failpoint("accept.before_direct_send")  # the web dies between its commit and its send
+        sender.send(accepted.first_message)
+    return accepted
+
+
+class _KeyTaken(Exception):
+    """The account already has an exchange under this Idempotency-Key: roll back, then replay."""
 
 
 def _accept(
@@ -110,6 +133,7 @@ def _accept(
     fingerprint: str | None,
     trace_headers: dict[str, str] | None,
     owner: uuid.UUID | None,
+    delay: timedelta | None,
 ) -> Accepted:
     now = utcnow()
     if not _hold(conn, request, owner, now):
@@ -117,7 +141,7 @@ def _accept(
             # A request with this key may have committed while this one waited for the
             # balance row lock and taken the money: it is our replay, not a refusal. (This
             # statement reads what committed since; READ COMMITTED takes a fresh snapshot.)
-            earlier = _find_by_key(conn, request.account_id, idempotency_key, owner)
+            earlier = find_by_key(conn, request.account_id, idempotency_key, owner)
             if earlier is not None:
                 return _replay(earlier, fingerprint)
         raise _refusal(conn, request, owner)
@@ -126,7 +150,8 @@ def _accept(
     priced = {} if request.quote_id is None else quotes.take(
         conn, request.quote_id, exchange_id=exchange_id, account_id=request.account_id,
         from_currency=request.from_currency, to_currency=request.to_currency, amount=request.amount, now=now)
-    _record(conn, exchange_id, request, queue, idempotency_key, fingerprint, trace_headers, now, priced)
+    first = _record(conn, exchange_id, request, queue, idempotency_key, fingerprint, trace_headers, now, priced,
+                    delay)
     return Accepted(
         exchange_id=exchange_id,
         account_id=request.account_id,
@@ -134,6 +159,7 @@ def _accept(
         to_currency=request.to_currency,
         amount=request.amount,
         accepted_at=now,
+        first_message=first,
     )
 
 
@@ -178,10 +204,11 @@ def _hold(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None, n
 
 def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, queue: str,
             idempotency_key: str | None, fingerprint: str | None, trace_headers: dict[str, str] | None,
-            now: datetime, priced: dict[str, Any]) -> None:
-    """The exchange row, its first outbox message and its first timeline entry, in the caller's transaction."""
-    conn.execute(
-        _INSERT_EXCHANGE,
+            now: datetime, priced: dict[str, Any], delay: timedelta | None) -> OutboxRow:
+    """The exchange row, its first outbox message and its first timeline entry, in the caller's
+    transaction; _KeyTaken when the account already has an exchange under `idempotency_key`."""
+    inserted = conn.execute(
+        _INSERT_EXCHANGE[conn.dialect.name],
         {
             "id": exchange_id,
             "account_id": request.account_id,
@@ -201,8 +228,11 @@ def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, 
             **priced,
         },
     )
-    message_id = enqueue(conn, actor=machine.QUOTE.actor, payload={"exchange_id": str(exchange_id)}, queue=queue,
-                         trace_headers=trace_headers, now=now)
+    if inserted.first() is None:  # (rowcount is not reliable for an INSERT here)
+        raise _KeyTaken(idempotency_key)
+    payload = {"exchange_id": str(exchange_id)}
+    message_id = enqueue(conn, actor=machine.QUOTE.actor, payload=payload, queue=queue,
+                         trace_headers=trace_headers, now=now, delay=delay)
     conn.execute(
         _INSERT_EVENT,
         {
@@ -217,6 +247,7 @@ def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, 
             "created_at": now,
         },
     )
+    return OutboxRow(message_id, queue, machine.QUOTE.actor, payload, now, 0, trace_headers)
 
 
 def _owned_by(owner: uuid.UUID | None) -> list[Any]:
@@ -239,31 +270,6 @@ def _refusal(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None
         f"Insufficient {request.from_currency} funds.",
         fields={"amount": [f"Exceeds the available {request.from_currency} balance."]},
     )
-
-
-def _by_key_statement(owned: bool) -> Select[Any]:
-    query = (
-        select(
-            exchanges.c.id,
-            exchanges.c.account_id,
-            exchanges.c.from_currency,
-            exchanges.c.to_currency,
-            exchanges.c.amount,
-            exchanges.c.created_at,
-            exchanges.c.request_fingerprint,
-        ).where(exchanges.c.account_id == bindparam("k_account"), exchanges.c.idempotency_key == bindparam("k_key"))
-    )
-    if owned:
-        query = query.join(accounts, accounts.c.id == exchanges.c.account_id).where(
-            accounts.c.customer_id == bindparam("k_owner"))
-    return query
-
-
-_BY_KEY = {owned: _by_key_statement(owned) for owned in (False, True)}
-
-
-def _find_by_key(conn: Connection, account_id: uuid.UUID, key: str, owner: uuid.UUID | None) -> Any:
-    return conn.execute(_BY_KEY[owner is not None], {"k_account": account_id, "k_key": key, "k_owner": owner}).first()
 
 
 def _replay(row: Any, fingerprint: str | None) -> Accepted:

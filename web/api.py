@@ -93,6 +93,7 @@ def create_exchange() -> tuple[Response, int]:
         idempotency_key=key,
         trace_headers=current_trace_headers(),
         owner=g.principal.customer_id,
+        sender=current_app.extensions.get("fx.sender"),
     )
     status_url = url_for("api.get_exchange", exchange_id=accepted.exchange_id)
     response = jsonify(

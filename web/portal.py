@@ -181,6 +181,7 @@ def submit_exchange() -> Any:
             queue=current_app.extensions["fx.settings"].queue_name,
             idempotency_key="form:" + form_key,
             owner=_customer_id(),
+            sender=current_app.extensions.get("fx.sender"),
         )
     except ClientError as refusal:
         # A header or a hidden field is not something the customer can correct: said above the form.

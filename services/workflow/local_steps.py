@@ -26,6 +26,7 @@ from domain.states import TERMINAL_STATES, ExchangeState, Step, step_payload
 from infra.observability import current_trace_headers
 from models import exchanges
 from models.base import utcnow
+from outbox import writer
 from outbox.failpoints import failpoint
 from outbox.writer import enqueue
 from services import claims, ledger, timeline
@@ -165,6 +166,8 @@ def run_local_step(wf: Workflow, d: Delivery, step: Step) -> StepResult:
         held = claim_or_defer(wf, conn, d, step, now)
         if held is None:
             return StepResult.SKIPPED
+        if d.inline and d.message_id is not None:  # its writer sent it: the relay must not
+            writer.take(conn, d.message_id, now=now)
         handoff = commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)
     if handoff is not None:
         _continue(wf, handoff)
