@@ -138,11 +138,11 @@ class Topology:
     def bank_client(self, read_timeout: float = 10.0) -> BankClient:
         return BankClient(self.bank_url, connect_timeout=2, read_timeout=read_timeout)
 
-    def start_web(self, *, wait: bool = True) -> Process:
+    def start_web(self, *, wait: bool = True, failpoints: str | None = None) -> Process:
         layout = self.layout
         command = (str(BIN / "gunicorn"), "-w", str(layout.web_workers), "--threads", str(layout.web_threads),
                    "--bind", f"127.0.0.1:{self.web_port}", self.design.web_app)
-        web = self._start("web", "web", command, self.env("web"), WEB_READY_MARKER, wait)
+        web = self._start("web", "web", command, self.env("web", failpoints=failpoints), WEB_READY_MARKER, wait)
         if wait:
             self.wait_web()
         return web

@@ -1,10 +1,12 @@
 """The step graph an exchange travels: a message hop only where an external call separates work.
 
 Accept writes the quote's message. The quote and the debit commit together, with the credit's
-message; the same worker then runs the credit at once, and its result commits with complete and
-the receipt and marks the credit's message done. That message waits one lease before the relay
-may send it, so a worker that dies in between loses nothing. A happy exchange is one relayed
-message and, in the worker, three transactions; each step keeps its own claim, its own
+message and the credit's claim; the same worker then runs the credit at once, and its result
+commits with complete and the receipt and marks the credit's message done. That message and
+that claim both last one lease, so a worker that dies in between loses nothing: the relay sends
+the message once the claim has expired, and the credit is rescued by its policy. A happy
+exchange is one relayed message (none when the web sends it itself: test_direct_send.py) and,
+in the worker, two transactions; each step keeps its own claim (fencing token), its own
 transition check and its own timeline entry.
 """
 
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
 from domain import states as machine
 from harness import invariants
-from models import exchange_events, ledger_entries, outbox_messages
+from models import exchange_events, exchanges, ledger_entries, outbox_messages
 from models.base import utcnow
 from outbox import failpoints
 from services.workflow import STEPS, Delivery, StepResult, Workflow
@@ -27,9 +30,9 @@ from tests.support.engine_events import counting
 from tests.workflow_support import accept, state_of
 
 #: What the design says a happy exchange costs: its relayed messages, and the worker's transactions
-#: (the quote+debit; the credit's claim before the bank call; its result with complete and receipt).
+#: (the quote+debit with the credit's claim, before the bank call; its result with complete and receipt).
 HOPS_PER_EXCHANGE = 1
-WORKER_TRANSACTIONS_PER_EXCHANGE = 3
+WORKER_TRANSACTIONS_PER_EXCHANGE = 2
 
 
 @pytest.fixture
@@ -64,7 +67,7 @@ def deliver_outbox(wf: Workflow, *, twice: bool = False, commits: list[int] | No
         delivered.append(row.actor)
 
 
-def test_a_happy_exchange_is_one_relayed_message_and_three_worker_transactions(
+def test_a_happy_exchange_is_one_relayed_message_and_two_worker_transactions(
         wf: Workflow, funded_account: uuid.UUID) -> None:
     exchange_id = accept(wf.engine, funded_account, "100.00")
     commits = [0]
@@ -108,8 +111,15 @@ def test_a_worker_that_dies_before_the_handed_off_credit_loses_nothing_the_relay
     finally:
         failpoints.load("")
     assert state_of(wf.engine, exchange_id) == "debited"
-    assert deliver_outbox(wf) == [machine.CREDIT.actor]  # then the relay's copy
+    with wf.engine.begin() as conn:  # the lease passes: the dead worker's credit claim expires with it
+        conn.execute(update(exchanges).where(exchanges.c.id == exchange_id)
+                     .values(claimed_until=utcnow() - timedelta(seconds=1)))
+    assert deliver_outbox(wf) == [machine.CREDIT.actor]  # then the relay's copy, a rescue (policy: retry)
     assert state_of(wf.engine, exchange_id) == "completed"
+    with wf.engine.connect() as conn:
+        outcomes = conn.execute(select(exchange_events.c.outcome).where(
+            exchange_events.c.exchange_id == exchange_id, exchange_events.c.step == "credit")).scalars().all()
+    assert outcomes[-2:] == ["rescued", "succeeded"]  # after the injected error ("error"; a kill writes none)
     assert len(wf.bank.all_applied()) == 1
     assert invariants.check(wf.engine, bank=wf.bank, settled=True).ok
 

@@ -257,11 +257,13 @@ def test_a_worker_killed_after_the_debit_before_its_handed_off_credit_loses_noth
 
     ids = exchange_many(topology, [account], 1)
     assert doomed.wait_exit(SETTLE_TIMEOUT_SECONDS) == DRAMATIQ_RET_KILLED
-    # Quoted and debited in one commit, with the credit's message, which no one has sent yet.
+    # Quoted and debited in one commit, with the credit's message, which no one has sent yet, and
+    # the credit's claim for the dead worker, which expires when that message becomes due.
     with topology.engine.connect() as conn:
         row = conn.execute(select(exchanges).where(exchanges.c.id == ids[0])).one()
         credit = conn.execute(select(outbox_messages).where(outbox_messages.c.actor == machine.CREDIT.actor)).one()
-    assert row.state == "debited" and row.claimed_by is None
+    assert row.state == "debited" and row.step == "credit" and row.claimed_by is not None
+    assert row.claimed_until == credit.available_at
     assert credit.published_at is None and credit.available_at > credit.created_at
     assert bank.all_applied() == []
 
@@ -269,6 +271,7 @@ def test_a_worker_killed_after_the_debit_before_its_handed_off_credit_loses_noth
     topology.start_worker("b")
     assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == Counter({"completed": 1})
     assert relay.relay.totals["published"] == 2  # the quote's message, then the credit's
+    assert steps_of(topology.engine)[ids[0]][("credit", "rescued")] == 1  # its policy: retry
     assert_invariants(topology, bank)
     assert_one_debit_and_one_credit_each(topology.engine, ids)
     assert_paid_once_each(bank, ids)

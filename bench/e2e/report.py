@@ -64,10 +64,11 @@ def _print_phase(out: Callable[[str], object], p: Phase) -> None:
         f"by process: {breakdown}\n")
     out(f"      per exchange: {p.transactions / max(1, p.count):.1f} PostgreSQL transactions of our database "
         f"(harness polling included), {p.redis_commands / max(1, p.count):.1f} Redis commands\n")
-    if p.relay_batches:
-        out(f"      relay: {p.relayed_rows} outbox rows published in {p.relay_batches} batches "
-            f"({p.relayed_rows / p.relay_batches:.1f} rows per batch); {p.handed_off_rows} handed off "
-            "(run at once by the worker that wrote them)\n")
+    if p.relay_batches or p.handed_off_rows:
+        batches = f" ({p.relayed_rows / p.relay_batches:.1f} rows per batch)" if p.relay_batches else ""
+        out(f"      relay: {p.relayed_rows} outbox rows published in {p.relay_batches} batches{batches}; "
+            f"{p.handed_off_rows} taken, never relayed (sent by the web itself, or handed off by the debit to "
+            "its worker)\n")
     pg = {k: v for k, v in p.cpu.items() if k.startswith("postgres")}
     if pg:
         out("      postgres backends by client: " + ", ".join(

@@ -63,6 +63,8 @@ class Delivery:
     #: Run by the worker that wrote the message, at once: the step marks its outbox row
     #: published with its result, so the relay does not send it too.
     inline: bool = False
+    #: The step's claim, taken in its predecessor's transaction (a hand-off): no claim of its own.
+    claimed: Claim | None = None
 
 
 @dataclass(frozen=True)

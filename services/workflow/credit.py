@@ -40,13 +40,7 @@ def credit(wf: Workflow, d: Delivery) -> StepResult:
     started = time.monotonic()
     now = utcnow()
     policy = wf.config.rescue_policy(machine.CREDIT)
-    with wf.engine.begin() as conn:
-        held = claim_or_defer(wf, conn, d, machine.CREDIT, now)
-        if held is not None and held.rescued_from is not None:
-            timeline.record(conn, d.exchange_id, step=machine.CREDIT.name, outcome="rescued", state=held.state,
-                            attempt=held.attempt, worker=d.worker, message_id=d.message_id, now=now,
-                            error=f"the claim of {held.rescued_from} expired without a result",
-                            detail={"policy": policy.value})
+    held = d.claimed or _claim(wf, d, policy, now)
     if held is None:
         return StepResult.SKIPPED
     key = credit_key(d.exchange_id)
@@ -68,6 +62,18 @@ def credit(wf: Workflow, d: Delivery) -> StepResult:
             decision = _final_failure(wf, held, key, str(error), unknown)
     failpoint("step.credit.after_bank")
     return _finish(wf, d, held, decision, started)
+
+
+def _claim(wf: Workflow, d: Delivery, policy: RescuePolicy, now: datetime) -> Claim | None:
+    """The credit's claim, in a transaction of its own (a hand-off brings the one its predecessor took)."""
+    with wf.engine.begin() as conn:
+        held = claim_or_defer(wf, conn, d, machine.CREDIT, now)
+        if held is not None and held.rescued_from is not None:
+            timeline.record(conn, d.exchange_id, step=machine.CREDIT.name, outcome="rescued", state=held.state,
+                            attempt=held.attempt, worker=d.worker, message_id=d.message_id, now=now,
+                            error=f"the claim of {held.rescued_from} expired without a result",
+                            detail={"policy": policy.value})
+    return held
 
 
 def _as_bank_error(raised: Exception, d: Delivery) -> BankError:

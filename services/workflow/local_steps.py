@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, update
 
@@ -133,14 +135,31 @@ def send_receipt(wf: Workflow, d: Delivery) -> StepResult:
     return StepResult.ADVANCED
 
 
+class Ended(NamedTuple):
+    """What the receipt tells of a terminal exchange (the columns _MARK_RECEIPT_SENT returns)."""
+
+    state: str
+    account_id: uuid.UUID
+    amount: Decimal
+    from_currency: str
+    to_amount: Decimal | None
+    to_currency: str
+
+
 def _receipt(wf: Workflow, conn: Connection, d: Delivery, now: datetime) -> str | None:
-    """The end of the exchange, told once: its webhook event (to every endpoint of its customer,
-    through the outbox) and its timeline line, in the caller's transaction."""
+    """The end of the exchange, told once (`_tell`), in the caller's transaction."""
     row = conn.execute(_MARK_RECEIPT_SENT, {"m_id": d.exchange_id, "m_now": now}).first()
     if row is None:
         return None
+    return _tell(wf, conn, d, Ended(*row), now)
+
+
+def _tell(wf: Workflow, conn: Connection, d: Delivery, row: Ended, now: datetime) -> str:
+    """The receipt: its webhook event (to every endpoint of its customer, through the outbox) and
+    its timeline line; `receipt_sent_at` is already set in this transaction."""
     text = f"exchange {d.exchange_id} {row.state}: {quantize(row.amount, row.from_currency)} {row.from_currency}"
     if row.state == S.COMPLETED:
+        assert row.to_amount is not None
         text += f" -> {quantize(row.to_amount, row.to_currency)} {row.to_currency}"
     event_id = webhook_events.emit(conn, d.exchange_id, row.account_id, row.state, queue=wf.config.queue, now=now)
     detail = {"text": text, **({"webhook_event": event_id} if event_id else {})}
@@ -214,23 +233,35 @@ def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, 
                       now: datetime, started: float) -> Handoff | None:
     """Advance (fenced by the claim) and record the timeline entry; then the next step runs here
     when it is local, or its message is enqueued in this transaction when it is not. Returns the
-    external step this worker may run at once, if any."""
-    error = {} if t.keeps_last_error and t.error is None else {"last_error": t.error}
-    epoch = claims.advance(conn, held, t.target, now=now, **error, **t.values)
-    detail = dict(t.detail or {})
+    external step this worker may run at once, if any, already claimed in this transaction."""
+    values = {**({} if t.keeps_last_error and t.error is None else {"last_error": t.error}), **t.values}
     nxt = t.next_step
     inline = nxt is not None and wf.config.fuse_local_steps and nxt in LOCAL_STEPS
+    # Handed off: the relay may send it only once this worker had a lease's time to run it.
+    hand_off = nxt is not None and not inline and wf.config.continue_inline and nxt in CONTINUATIONS
+    if inline and nxt is machine.RECEIPT:
+        values["receipt_sent_at"] = now  # the receipt's mark rides in this move; it is told below
+    next_held = None
+    if nxt is not None and (hand_off or (inline and nxt is not machine.RECEIPT)):
+        assert nxt.runs_in is t.target, f"{nxt.name} does not run in {t.target}"
+        # The next step's claim, in the same statement as this step's move: a handed-off step's
+        # claim commits with this transaction, its lease running from now, like its message's delay.
+        next_held = claims.advance_and_claim(conn, held, t.target, step=nxt.name, worker=d.worker,
+                                             lease=wf.config.lease, now=now, **values)
+        epoch = next_held.epoch
+    else:
+        epoch = claims.advance(conn, held, t.target, now=now, **values)
+    detail = dict(t.detail or {})
     handoff = None
     if nxt is not None and not inline:
-        # Handed off: the relay may send it only once this worker had a lease's time to run it.
-        hand_off = wf.config.continue_inline and nxt in CONTINUATIONS
         # The next step continues this step's trace, so one trace follows the exchange.
         next_id = enqueue(conn, actor=nxt.actor, payload=step_payload(d.exchange_id, epoch),
                           queue=wf.config.queue, trace_headers=current_trace_headers(), now=now,
                           delay=wf.config.lease if hand_off else None)
         detail["next_message_id"] = str(next_id)
         if hand_off:
-            handoff = Handoff(nxt, Delivery(d.exchange_id, d.worker, next_id, epoch=epoch, inline=True))
+            handoff = Handoff(nxt, Delivery(d.exchange_id, d.worker, next_id, epoch=epoch, inline=True,
+                                            claimed=next_held))
     # Parked for a person: the customer's endpoints hear of it now.
     if t.target is S.NEEDS_ATTENTION and (event := webhook_events.emit(
             conn, d.exchange_id, held.account_id, t.target, queue=wf.config.queue, now=now)):
@@ -238,19 +269,14 @@ def commit_transition(wf: Workflow, conn: Connection, d: Delivery, held: Claim, 
     timeline.record(conn, d.exchange_id, step=held.step, outcome=t.outcome, state=t.target, attempt=held.attempt,
                     worker=d.worker, message_id=d.message_id, error=t.error, detail=detail or None,
                     duration_ms=int((time.monotonic() - started) * 1000), now=now)
-    if inline:
-        assert nxt is not None
-        return _run_inline(wf, conn, dataclasses.replace(d, epoch=epoch, inline=False), nxt, now)
-    return handoff
-
-
-def _run_inline(wf: Workflow, conn: Connection, d: Delivery, step: Step, now: datetime) -> Handoff | None:
-    """`step` in the caller's transaction, which has just moved the exchange into its state."""
-    if step is machine.RECEIPT:
-        _receipt(wf, conn, d, now)
+    if not inline:
+        return handoff
+    next_delivery = dataclasses.replace(d, epoch=epoch, inline=False)
+    if next_held is None:  # the receipt, of the terminal state this move reached
+        _tell(wf, conn, next_delivery, Ended(t.target, held.account_id, held.amount, held.from_currency,
+                                             t.values.get("to_amount", held.to_amount), held.to_currency), now)
         return None
-    started = time.monotonic()
-    held = claim_or_defer(wf, conn, d, step, now)
-    # This transaction holds the row and has just released its claim: nothing else can own it.
-    assert held is not None, f"{step.name} could not claim {d.exchange_id} in its predecessor's transaction"
-    return commit_transition(wf, conn, d, held, _BODIES[step](wf)(conn, held, now), now, started)
+    # `next_held`'s step, in this transaction, which has just moved the exchange into its state.
+    assert nxt is not None
+    return commit_transition(wf, conn, next_delivery, next_held, _BODIES[nxt](wf)(conn, next_held, now), now,
+                             time.monotonic())
