@@ -24,6 +24,34 @@ _INSERT = insert(outbox_messages)
 WROTE_OUTBOX = "fx.outbox_written"
 
 
+def outbox_values(
+    conn: Connection,
+    *,
+    actor: str,
+    payload: dict[str, Any],
+    queue: str,
+    delay: timedelta | None = None,
+    trace_headers: dict[str, str] | None = None,
+    message_id: uuid.UUID | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A message's row, for the caller to insert in `conn`'s transaction (or `enqueue` does)."""
+    message_id = message_id or uuid.uuid4()
+    now = now or utcnow()
+    if not delay:
+        conn.info[WROTE_OUTBOX] = True  # a delayed row is found by the relay's poll, when due
+    return {
+        "id": message_id,
+        "queue": queue,
+        "actor": actor,
+        "payload": payload,
+        "created_at": now,
+        "available_at": now + delay if delay else now,
+        "attempts": 0,
+        "trace_headers": trace_headers,
+    }
+
+
 def enqueue(
     conn: Connection,
     *,
@@ -36,24 +64,10 @@ def enqueue(
     now: datetime | None = None,
 ) -> uuid.UUID:
     """Add a message to the outbox in `conn`'s transaction; it is published only if that commits."""
-    message_id = message_id or uuid.uuid4()
-    now = now or utcnow()
-    if not delay:
-        conn.info[WROTE_OUTBOX] = True  # a delayed row is found by the relay's poll, when due
-    conn.execute(
-        _INSERT,
-        {
-            "id": message_id,
-            "queue": queue,
-            "actor": actor,
-            "payload": payload,
-            "created_at": now,
-            "available_at": now + delay if delay else now,
-            "attempts": 0,
-            "trace_headers": trace_headers,
-        },
-    )
-    return message_id
+    row = outbox_values(conn, actor=actor, payload=payload, queue=queue, delay=delay, trace_headers=trace_headers,
+                        message_id=message_id, now=now)
+    conn.execute(_INSERT, row)
+    return row["id"]
 
 
 #: Built once: every handed-off step runs it.

@@ -9,10 +9,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Update, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, Engine, Update, bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
-from domain import states as machine
 from domain.states import ExchangeState
 from errors import (
     AccountInactive,
@@ -22,18 +21,15 @@ from errors import (
     UnknownAccount,
     UnknownExchange,
 )
-from infra.database import insert_on_conflict_in
-from models import AccountKind, AccountStatus, accounts, balances, exchange_events, exchanges
+from models import AccountKind, AccountStatus, accounts, balances, exchanges
 from models.base import utcnow
 from outbox.direct import DirectSender
 from outbox.failpoints import failpoint
 from outbox.store import OutboxRow
-from outbox.writer import enqueue
 from services import quotes
+from services.accept_writes import KeyTaken, record_accepted
 from services.idempotency_keys import find_by_key
 from services.rows import one_or_not_found
-
-ACCEPT_STEP = "accept"
 
 
 @dataclass(frozen=True)
@@ -68,16 +64,6 @@ class Accepted:
     first_message: OutboxRow | None = field(default=None, compare=False, repr=False)
 
 
-#: Built once per dialect: a taken (account, Idempotency-Key) inserts nothing instead of failing,
-#: so the transaction needs no lookup first and the database logs no error for a replay.
-_INSERT_EXCHANGE = {
-    dialect: insert_on_conflict_in(dialect, exchanges).on_conflict_do_nothing(
-        index_elements=[exchanges.c.account_id, exchanges.c.idempotency_key]).returning(exchanges.c.id)
-    for dialect in ("postgresql", "sqlite")
-}
-_INSERT_EVENT = insert(exchange_events)
-
-
 def create_exchange(
     engine: Engine,
     request: ExchangeRequest,
@@ -103,7 +89,7 @@ def create_exchange(
     try:
         with engine.begin() as conn:
             accepted = _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers, owner, delay)
-    except (_KeyTaken, IntegrityError, QuoteUsed):
+    except (KeyTaken, IntegrityError, QuoteUsed):
         # The key was used before (the exchange insert found it taken, and rolled the hold back
         # with everything else), or two requests with one key raced and the unique constraint
         # (or the quote's single use) let one win: answer this one as a replay of the winner (or
@@ -119,10 +105,6 @@ def create_exchange(
         failpoint("accept.before_direct_send")  # the web dies between its commit and its send
         sender.send(accepted.first_message)
     return accepted
-
-
-class _KeyTaken(Exception):
-    """The account already has an exchange under this Idempotency-Key: roll back, then replay."""
 
 
 def _accept(
@@ -206,48 +188,20 @@ def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, 
             idempotency_key: str | None, fingerprint: str | None, trace_headers: dict[str, str] | None,
             now: datetime, priced: dict[str, Any], delay: timedelta | None) -> OutboxRow:
     """The exchange row, its first outbox message and its first timeline entry, in the caller's
-    transaction; _KeyTaken when the account already has an exchange under `idempotency_key`."""
-    inserted = conn.execute(
-        _INSERT_EXCHANGE[conn.dialect.name],
-        {
-            "id": exchange_id,
-            "account_id": request.account_id,
-            "from_currency": request.from_currency,
-            "to_currency": request.to_currency,
-            "amount": request.amount,
-            "state": ExchangeState.PENDING,
-            "attempt": 0,
-            "claim_token": 0,
-            "outcome_unknown": False,
-            "idempotency_key": idempotency_key,
-            "request_fingerprint": fingerprint,
-            "created_at": now,
-            "updated_at": now,
-            "progressed_at": now,
-            **dict.fromkeys(("quote_id", "rate", "to_amount", "quote_expires_at")),  # one statement shape
-            **priced,
-        },
-    )
-    if inserted.first() is None:  # (rowcount is not reliable for an INSERT here)
-        raise _KeyTaken(idempotency_key)
-    payload = {"exchange_id": str(exchange_id)}
-    message_id = enqueue(conn, actor=machine.QUOTE.actor, payload=payload, queue=queue,
-                         trace_headers=trace_headers, now=now, delay=delay)
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "exchange_id": exchange_id,
-            "step": ACCEPT_STEP,
-            "attempt": 0,
-            "outcome": "accepted",
-            "state": ExchangeState.PENDING,
-            "message_id": message_id,
-            "detail": {"held": str(request.amount), "currency": request.from_currency,
-                       **({"quote_id": str(request.quote_id)} if request.quote_id else {})},
-            "created_at": now,
-        },
-    )
-    return OutboxRow(message_id, queue, machine.QUOTE.actor, payload, now, 0, trace_headers)
+    transaction; KeyTaken when the account already has an exchange under `idempotency_key`."""
+    exchange = {
+        "id": exchange_id, "account_id": request.account_id, "from_currency": request.from_currency,
+        "to_currency": request.to_currency, "amount": request.amount, "state": ExchangeState.PENDING,
+        "attempt": 0, "claim_token": 0, "step_epoch": 0, "outcome_unknown": False,
+        "idempotency_key": idempotency_key, "request_fingerprint": fingerprint,
+        "created_at": now, "updated_at": now, "progressed_at": now,
+        **dict.fromkeys(("quote_id", "rate", "to_amount", "quote_expires_at")),  # one statement shape
+        **priced,
+    }
+    detail = {"held": str(request.amount), "currency": request.from_currency,
+              **({"quote_id": str(request.quote_id)} if request.quote_id else {})}
+    return record_accepted(conn, exchange, queue=queue, trace_headers=trace_headers, delay=delay, now=now,
+                           detail=detail)
 
 
 def _owned_by(owner: uuid.UUID | None) -> list[Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +15,25 @@ from models import exchange_events, outbox_messages
 from models.base import utcnow
 
 _INSERT = insert(exchange_events)
+#: Where `batched` keeps the lines recorded in a transaction, on its connection.
+_BATCH = "fx.timeline_batch"
+
+
+@contextmanager
+def batched(conn: Connection) -> Iterator[None]:
+    """Lines recorded inside are written together at the end, as one executemany in the caller's
+    transaction (a fused step writes two or three); an exception discards them with the rest."""
+    if _BATCH in conn.info:
+        yield
+        return
+    lines: list[dict[str, Any]] = []
+    conn.info[_BATCH] = lines
+    try:
+        yield
+    finally:
+        del conn.info[_BATCH]
+    if lines:
+        conn.execute(_INSERT, lines)
 
 
 def record(
@@ -30,22 +51,24 @@ def record(
     detail: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> None:
-    conn.execute(
-        _INSERT,
-        {
-            "exchange_id": exchange_id,
-            "step": step,
-            "attempt": attempt,
-            "outcome": outcome,
-            "state": state,
-            "worker": worker,
-            "message_id": message_id,
-            "error": None if error is None else error[:4000],
-            "duration_ms": duration_ms,
-            "detail": detail,
-            "created_at": now or utcnow(),
-        },
-    )
+    line = {
+        "exchange_id": exchange_id,
+        "step": step,
+        "attempt": attempt,
+        "outcome": outcome,
+        "state": state,
+        "worker": worker,
+        "message_id": message_id,
+        "error": None if error is None else error[:4000],
+        "duration_ms": duration_ms,
+        "detail": detail,
+        "created_at": now or utcnow(),
+    }
+    batch = conn.info.get(_BATCH)
+    if batch is None:
+        conn.execute(_INSERT, line)
+    else:
+        batch.append(line)
 
 
 #: Outcomes that mean something went wrong, shown at the top of a timeline.

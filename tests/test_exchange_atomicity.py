@@ -54,16 +54,16 @@ def untouched(engine: Engine, account: uuid.UUID) -> dict[str, Any]:
 def test_fault_after_the_outbox_write_answers_500_and_leaves_nothing_behind(
     client: FlaskClient, engine: Engine, funded_account: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_enqueue = services.exchanges.enqueue
+    real_record = services.exchanges.record_accepted
     calls: list[uuid.UUID] = []
 
-    def enqueue_then_fail(conn: Connection, **kwargs: Any) -> uuid.UUID:
-        calls.append(real_enqueue(conn, **kwargs))
-        # The hold, the exchange and the outbox row are all in the transaction now.
+    def record_then_fail(conn: Connection, *args: Any, **kwargs: Any) -> Any:
+        calls.append(real_record(conn, *args, **kwargs).id)
+        # The hold, the exchange, the outbox row and the timeline entry are all in the transaction now.
         assert conn.execute(select(func.count()).select_from(outbox_messages)).scalar_one() == 1
         raise InjectedFault("the process died between the outbox insert and commit")
 
-    monkeypatch.setattr(services.exchanges, "enqueue", enqueue_then_fail)
+    monkeypatch.setattr(services.exchanges, "record_accepted", record_then_fail)
     before = untouched(engine, funded_account)
 
     response = client.post(

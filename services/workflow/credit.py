@@ -103,7 +103,7 @@ def _finish(wf: Workflow, d: Delivery, held: Claim, decision: Transition, starte
     if decision.target is S.NEEDS_ATTENTION and held.state is S.NEEDS_ATTENTION:
         return _stay_parked(wf, d, held, decision)
     try:
-        with wf.engine.begin() as conn:
+        with wf.engine.begin() as conn, timeline.batched(conn):
             now = utcnow()
             if decision.target is S.CREDITED:
                 ledger.add_available(conn, held.account_id, held.to_currency, held.to_amount, now)

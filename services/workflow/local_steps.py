@@ -181,7 +181,7 @@ def run_local_step(wf: Workflow, d: Delivery, step: Step) -> StepResult:
     then, when that led to an external step, run it at once (see `continue_inline`)."""
     started = time.monotonic()
     now = utcnow()
-    with wf.engine.begin() as conn:
+    with wf.engine.begin() as conn, timeline.batched(conn):
         held = claim_or_defer(wf, conn, d, step, now)
         if held is None:
             return StepResult.SKIPPED
