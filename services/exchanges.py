@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Update, bindparam, exists, select, update
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from domain.states import ExchangeState
@@ -21,13 +21,14 @@ from errors import (
     UnknownAccount,
     UnknownExchange,
 )
-from models import AccountKind, AccountStatus, accounts, balances, exchanges
+from infra.database import is_postgres, single_read
+from models import AccountKind, AccountStatus, accounts, exchanges
 from models.base import utcnow
 from outbox.direct import DirectSender
 from outbox.failpoints import failpoint
 from outbox.store import OutboxRow
 from services import quotes
-from services.accept_writes import KeyTaken, record_accepted
+from services.accept_writes import HOLD, KeyTaken, accept_at_once, record_accepted
 from services.idempotency_keys import find_by_key
 from services.rows import one_or_not_found
 
@@ -87,8 +88,13 @@ def create_exchange(
     fingerprint = request.fingerprint() if idempotency_key else None
     delay = None if sender is None else sender.grace
     try:
-        with engine.begin() as conn:
-            accepted = _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers, owner, delay)
+        accepted = None
+        if request.quote_id is None and is_postgres(engine):  # the happy path in one statement
+            accepted = _accept_at_once(engine, request, queue, idempotency_key, fingerprint, trace_headers, owner,
+                                       delay)
+        if accepted is None:  # SQLite, a quote, or a refusal or replay to tell
+            with engine.begin() as conn:
+                accepted = _accept(conn, request, queue, idempotency_key, fingerprint, trace_headers, owner, delay)
     except (KeyTaken, IntegrityError, QuoteUsed):
         # The key was used before (the exchange insert found it taken, and rolled the hold back
         # with everything else), or two requests with one key raced and the unique constraint
@@ -105,6 +111,23 @@ def create_exchange(
         failpoint("accept.before_direct_send")  # the web dies between its commit and its send
         sender.send(accepted.first_message)
     return accepted
+
+
+def _accept_at_once(engine: Engine, request: ExchangeRequest, queue: str, idempotency_key: str | None,
+                    fingerprint: str | None, trace_headers: dict[str, str] | None, owner: uuid.UUID | None,
+                    delay: timedelta | None) -> Accepted | None:
+    """The hold and every write in one autocommit statement; None when the hold said no."""
+    now = utcnow()
+    exchange_id = uuid.uuid4()
+    with single_read(engine) as conn:  # (a single statement is its own transaction)
+        first = accept_at_once(conn, _hold_params(request, owner, now),
+                               _exchange_row(exchange_id, request, idempotency_key, fingerprint, now, {}),
+                               queue=queue, trace_headers=trace_headers, delay=delay, now=now,
+                               detail=_accept_detail(request))
+    if first is None:
+        return None
+    return Accepted(exchange_id=exchange_id, account_id=request.account_id, from_currency=request.from_currency,
+                    to_currency=request.to_currency, amount=request.amount, accepted_at=now, first_message=first)
 
 
 def _accept(
@@ -145,32 +168,6 @@ def _accept(
     )
 
 
-def _hold_statement(owned: bool) -> Update:
-    return (
-        update(balances)
-        .where(
-            balances.c.account_id == bindparam("h_account"),
-            balances.c.currency == bindparam("h_currency"),
-            balances.c.available >= bindparam("h_amount", type_=balances.c.available.type),
-            exists().where(
-                accounts.c.id == bindparam("h_account"),
-                accounts.c.kind == AccountKind.CUSTOMER,
-                accounts.c.status == AccountStatus.ACTIVE,
-                *([accounts.c.customer_id == bindparam("h_owner")] if owned else []),
-            ),
-        )
-        .values(
-            available=balances.c.available - bindparam("h_amount", type_=balances.c.available.type),
-            held=balances.c.held + bindparam("h_amount", type_=balances.c.available.type),
-            updated_at=bindparam("h_now"),
-        )
-    )
-
-
-#: Built once per variant (with an owner to check, or without): every accepted exchange runs one.
-_HOLD = {owned: _hold_statement(owned) for owned in (False, True)}
-
-
 def _hold(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None, now: datetime) -> bool:
     """Hold the amount; False when the funds, the account or its owner say no.
 
@@ -178,18 +175,18 @@ def _hold(conn: Connection, request: ExchangeRequest, owner: uuid.UUID | None, n
     to held: the row lock lasts until commit, so concurrent requests queue on it and
     none can spend what another has just held.
     """
-    held = conn.execute(_HOLD[owner is not None], {
-        "h_account": request.account_id, "h_currency": request.from_currency, "h_amount": request.amount,
-        "h_now": now, "h_owner": owner})
+    held = conn.execute(HOLD[owner is not None], _hold_params(request, owner, now))
     return held.rowcount == 1
 
 
-def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, queue: str,
-            idempotency_key: str | None, fingerprint: str | None, trace_headers: dict[str, str] | None,
-            now: datetime, priced: dict[str, Any], delay: timedelta | None) -> OutboxRow:
-    """The exchange row, its first outbox message and its first timeline entry, in the caller's
-    transaction; KeyTaken when the account already has an exchange under `idempotency_key`."""
-    exchange = {
+def _hold_params(request: ExchangeRequest, owner: uuid.UUID | None, now: datetime) -> dict[str, Any]:
+    return {"h_account": request.account_id, "h_currency": request.from_currency, "h_amount": request.amount,
+            "h_now": now, "h_owner": owner}
+
+
+def _exchange_row(exchange_id: uuid.UUID, request: ExchangeRequest, idempotency_key: str | None,
+                  fingerprint: str | None, now: datetime, priced: dict[str, Any]) -> dict[str, Any]:
+    return {
         "id": exchange_id, "account_id": request.account_id, "from_currency": request.from_currency,
         "to_currency": request.to_currency, "amount": request.amount, "state": ExchangeState.PENDING,
         "attempt": 0, "claim_token": 0, "step_epoch": 0, "outcome_unknown": False,
@@ -198,10 +195,21 @@ def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, 
         **dict.fromkeys(("quote_id", "rate", "to_amount", "quote_expires_at")),  # one statement shape
         **priced,
     }
-    detail = {"held": str(request.amount), "currency": request.from_currency,
-              **({"quote_id": str(request.quote_id)} if request.quote_id else {})}
-    return record_accepted(conn, exchange, queue=queue, trace_headers=trace_headers, delay=delay, now=now,
-                           detail=detail)
+
+
+def _accept_detail(request: ExchangeRequest) -> dict[str, Any]:
+    return {"held": str(request.amount), "currency": request.from_currency,
+            **({"quote_id": str(request.quote_id)} if request.quote_id else {})}
+
+
+def _record(conn: Connection, exchange_id: uuid.UUID, request: ExchangeRequest, queue: str,
+            idempotency_key: str | None, fingerprint: str | None, trace_headers: dict[str, str] | None,
+            now: datetime, priced: dict[str, Any], delay: timedelta | None) -> OutboxRow:
+    """The exchange row, its first outbox message and its first timeline entry, in the caller's
+    transaction; KeyTaken when the account already has an exchange under `idempotency_key`."""
+    return record_accepted(conn, _exchange_row(exchange_id, request, idempotency_key, fingerprint, now, priced),
+                           queue=queue, trace_headers=trace_headers, delay=delay, now=now,
+                           detail=_accept_detail(request))
 
 
 def _owned_by(owner: uuid.UUID | None) -> list[Any]:

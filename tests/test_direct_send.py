@@ -31,6 +31,7 @@ from outbox import direct, failpoints
 from outbox.direct import DirectSender
 from outbox.publisher import TAKE_OPTION, BrokerPublisher, PublishError
 from outbox.store import OutboxRow
+from services.accounts import get_account, open_account
 from services.exchanges import ExchangeRequest, create_exchange
 from services.workflow import STEPS, Delivery, Workflow
 from settings import Settings
@@ -200,3 +201,24 @@ def test_a_message_the_queue_lost_reaches_the_relay_after_the_grace(
     assert deliver_outbox(wf, due_or_not=False) == [machine.QUOTE.actor]
     assert state_of(wf.engine, exchange_id) == "completed"
     assert invariants.check(wf.engine, bank=wf.bank, settled=True).ok
+
+
+def test_a_plain_accept_on_postgresql_is_one_statement_with_no_begin_or_commit(
+        pg_engine: Engine, broker: StubBroker) -> None:
+    account = open_account(pg_engine, "One Statement", {"CAD": Decimal("500.00")})
+    sender = DirectSender(pg_engine, BrokerPublisher(broker), grace=GRACE)
+    with counting(pg_engine, "before_cursor_execute") as statements, counting(pg_engine, "commit") as commits:
+        accept_sent(pg_engine, account, sender, key="one-statement")  # 100.00
+    # The hold, the exchange, its first message and its timeline entry: one autocommit statement.
+    assert (statements[0], commits[0]) == (1, 0)
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(outbox_messages.c.actor)).scalars().all() == [machine.QUOTE.actor]
+    assert len(queued(broker)) == 1
+    # Its retry finds the key used: the one-statement accept holds nothing, and the replay says so.
+    with counting(pg_engine, "before_cursor_execute") as statements:
+        again = create_exchange(pg_engine, ExchangeRequest(account, "CAD", "USD", Decimal("100.00")),
+                                queue="exchanges", sender=sender, idempotency_key="one-statement")
+    assert again.replayed and statements[0] > 1
+    assert queued(broker) == []
+    [cad] = [b for b in get_account(pg_engine, account).balances if b.currency == "CAD"]
+    assert (cad.available, cad.held) == (Decimal("400.00"), Decimal("100.00"))  # held once

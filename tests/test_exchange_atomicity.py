@@ -1,7 +1,9 @@
 """Accepting an exchange is all or nothing: a fault after the exchange insert leaves no trace.
 
-Two faults: one injected in Python (the outbox writer raises after writing its row),
-and one raised by PostgreSQL itself (a trigger that refuses the outbox insert).
+Two faults: one injected in Python (raised after the exchange, its outbox row and its timeline
+entry are written, before the commit), in the transactional accept (SQLite's, and PostgreSQL's for a
+quoted request or a refusal); and one raised by PostgreSQL itself (a trigger that refuses the
+outbox insert), which also hits PostgreSQL's one-statement accept in the middle of its statement.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def test_fault_after_the_outbox_write_answers_500_and_leaves_nothing_behind(
         raise InjectedFault("the process died between the outbox insert and commit")
 
     monkeypatch.setattr(services.exchanges, "record_accepted", record_then_fail)
+    # The transactional accept: PostgreSQL's one-statement accept has no moment between its writes.
+    monkeypatch.setattr(services.exchanges, "_accept_at_once", lambda *args, **kwargs: None)
     before = untouched(engine, funded_account)
 
     response = client.post(
