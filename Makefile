@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-relay bench-chaos bench-e2e browser
+.PHONY: run test lint bench-relay bench-chaos bench-e2e browser pgbouncer
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +23,14 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed: the browser tests will be skipped (they fail in CI)"
 
-test: $(STAMP) browser
+# The PgBouncer tests run a private Debian pgbouncer in transaction pooling; install it where we may.
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || { [ "$$(id -u)" = 0 ] && \
+		command -v apt-get >/dev/null && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; } || \
+		echo "pgbouncer is not installed: the PgBouncer tests will be skipped (they fail in CI)"
+
+test: $(STAMP) browser pgbouncer
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

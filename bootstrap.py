@@ -68,7 +68,8 @@ def build_engine(settings: Settings, role: Role) -> Engine:
     do not: a step or a batch on a dead connection fails, and is retried."""
     if role is Role.RELAY and settings.database_url.startswith("postgresql"):
         return make_engine(settings.database_url, pool_size=RELAY_POOL_SIZE, max_overflow=RELAY_POOL_SIZE,
-                           pre_ping=False, idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms)
+                           pre_ping=False, idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
+                           transaction_pooler=settings.db_transaction_pooler)
     return make_engine(settings.database_url, pre_ping=role is Role.WEB or role is Role.RECONCILER,
                        **settings.engine_options())
 
@@ -147,7 +148,8 @@ def build_relay(settings: Settings, engine: Engine, broker: dramatiq.Broker | No
     leadership = None
     if is_postgres(engine):
         # Any number of relay processes; one publishes at a time.
-        waiter = ListenWaiter(engine)
+        # PostgreSQL itself when the engine goes through a transaction pooler (DATABASE_DIRECT_URL).
+        waiter = ListenWaiter(settings.database_direct_url or engine)
         leadership = Leadership(engine, lease=timedelta(seconds=settings.relay_lease_seconds))
     else:
         waiter = PollWaiter(engine)  # SQLite: the embedded mode's one relay, in the one process

@@ -55,6 +55,11 @@ class Settings:
     #: anything but the database, so only a frozen process (SIGSTOP, GC pause, VM freeze)
     #: trips it, and its row locks are then released for the worker that takes over.
     db_idle_in_transaction_timeout_ms: int = _env("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 15_000, 100)
+    #: DATABASE_URL is a pooler in transaction mode (PgBouncer): no server-side prepared statements,
+    #: no startup options (set the timeout above on the database, or PgBouncer's idle_transaction_timeout).
+    db_transaction_pooler: bool = _env("DB_TRANSACTION_POOLER", False)
+    #: PostgreSQL itself, for what a transaction pooler cannot carry: the relay's LISTEN. Empty: DATABASE_URL.
+    database_direct_url: str = ""
     # Relay
     relay_batch_size: int = _env("RELAY_BATCH_SIZE", 500, 1)
     relay_poll_interval_seconds: float = _env("RELAY_POLL_INTERVAL_SECONDS", 1.0, 0.01)
@@ -157,11 +162,12 @@ class Settings:
         if not self.max_exchange_amount.is_finite() or self.max_exchange_amount <= 0:
             raise ConfigError("MAX_EXCHANGE_AMOUNT must be positive")
 
-    def engine_options(self) -> dict[str, int]:
+    def engine_options(self) -> dict[str, Any]:
         return {
             "pool_size": self.db_pool_size,
             "max_overflow": self.db_max_overflow,
             "idle_in_transaction_timeout_ms": self.db_idle_in_transaction_timeout_ms,
+            "transaction_pooler": self.db_transaction_pooler,
         }
 
     @property
@@ -180,6 +186,7 @@ class Settings:
                 values[f.name] = _parse(name, raw, type(f.default), f.metadata["minimum"])
         values["log_level"] = values.get("log_level", cls.log_level).upper()
         values["database_url"] = normalize_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+        values["database_direct_url"] = normalize_database_url(env.get("DATABASE_DIRECT_URL") or "")
         values["broker_url"] = env.get("BROKER_URL") or env.get("REDIS_URL") or ""
         if values["broker_url"] and not values["broker_url"].startswith(BROKER_SCHEMES):
             raise ConfigError(f"BROKER_URL must be a redis:// or amqp:// URL, got {values['broker_url']!r}")

@@ -38,6 +38,7 @@ def make_engine(
     max_overflow: int = 20,
     idle_in_transaction_timeout_ms: int = IDLE_IN_TRANSACTION_TIMEOUT_MS,
     pre_ping: bool = True,
+    transaction_pooler: bool = False,
     **kwargs: Any,
 ) -> Engine:
     """An engine for `url`.
@@ -49,13 +50,20 @@ def make_engine(
     under load, one statement fails, SQLAlchemy drops the whole pool, and the next checkout
     connects afresh. Relays and workers turn it off: a dead connection fails one batch or one
     step, which they retry.
+
+    Behind a pooler in transaction mode (`transaction_pooler`, PgBouncer), consecutive
+    transactions may run on different server connections: psycopg must not prepare statements
+    (PgBouncer before 1.21 cannot route them), and nothing may rely on session state, so the
+    startup option is not sent (PgBouncer refuses unknown startup parameters).
     """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
-    options = f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"
+    connect_args: dict[str, Any] = (
+        {"prepare_threshold": None} if transaction_pooler
+        else {"options": f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"})
     engine = create_engine(
         url,
-        connect_args={"options": options},
+        connect_args=connect_args,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=1800,

@@ -8,7 +8,7 @@ import threading
 from typing import Protocol
 
 import psycopg
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, make_url
 
 from outbox.writer import NOTIFY_CHANNEL, WROTE_OUTBOX
 
@@ -72,8 +72,10 @@ class ListenWaiter:
     #: Wait this long at most per blocking call, so interrupt() is noticed promptly.
     SLICE_SECONDS = 0.25
 
-    def __init__(self, engine: Engine) -> None:
-        url = engine.url.set(drivername="postgresql")
+    def __init__(self, database: Engine | str) -> None:
+        """`database`: the engine whose database to LISTEN on, or its URL (DATABASE_DIRECT_URL when
+        the engine goes through a transaction pooler, which cannot hold a LISTEN)."""
+        url = (make_url(database) if isinstance(database, str) else database.url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._conn: psycopg.Connection | None = None
         self._interrupted = threading.Event()

@@ -47,9 +47,16 @@ def unavailable(what: str, error: Exception) -> None:
     pytest.skip(message)
 
 
+#: `TEST_PGBOUNCER_URL=postgresql+psycopg://postgres@127.0.0.1:PORT`: the PostgreSQL tests reach their
+#: database through that PgBouncer (transaction pooling, every database name mapped to the shared
+#: server), as production behind a pooler does (DB_TRANSACTION_POOLER; migrations and LISTEN direct).
+PGBOUNCER_URL = os.environ.get("TEST_PGBOUNCER_URL", "")
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A database of this run's own, created and migrated here, dropped at the end."""
+    """A database of this run's own, created and migrated here, dropped at the end (through
+    TEST_PGBOUNCER_URL, if set, once it is migrated)."""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"fx_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
@@ -62,6 +69,9 @@ def postgres_url() -> Iterator[str]:
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
+    if PGBOUNCER_URL:
+        pooled = make_url(PGBOUNCER_URL)
+        url = make_url(url).set(host=pooled.host, port=pooled.port).render_as_string(hide_password=False)
     yield url
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -93,7 +103,7 @@ def wipe(engine: Engine) -> None:
 
 @pytest.fixture
 def pg_engine(postgres_url: str) -> Iterator[Engine]:
-    engine = make_engine(postgres_url, pool_size=60, max_overflow=10)
+    engine = make_engine(postgres_url, pool_size=60, max_overflow=10, transaction_pooler=bool(PGBOUNCER_URL))
     wipe(engine)
     yield engine
     engine.dispose()
@@ -116,6 +126,10 @@ def engine(request: pytest.FixtureRequest) -> Engine:
 
 def settings_for(engine: Engine, **overrides: object) -> Settings:
     url = engine.url.render_as_string(hide_password=False)
+    if PGBOUNCER_URL and url.startswith("postgresql"):
+        admin = make_url(POSTGRES_ADMIN_URL)
+        direct = make_url(url).set(host=admin.host, port=admin.port).render_as_string(hide_password=False)
+        overrides = {"db_transaction_pooler": True, "database_direct_url": direct, **overrides}
     return Settings(database_url=url, **overrides)  # type: ignore[arg-type]
 
 

@@ -22,6 +22,7 @@ from outbox import writer
 from outbox.publisher import BrokerPublisher
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
+from tests.conftest import settings_for
 from tests.support.engine_events import counting
 
 POLL_SECONDS = 0.1
@@ -83,7 +84,7 @@ def test_the_embedded_waiter_is_woken_by_a_commit_that_wrote_a_message_and_by_no
 
 @pytest.mark.postgres
 def test_a_message_due_later_wakes_no_relay_and_a_message_due_now_does(pg_engine: Engine) -> None:
-    waiter = ListenWaiter(pg_engine)
+    waiter = ListenWaiter(settings_for(pg_engine).database_direct_url or pg_engine)  # LISTEN direct
     waiter.prepare()
     try:
         with pg_engine.begin() as conn:  # a handed-off step's message: due a lease later

@@ -24,8 +24,9 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 from flask import Flask
-from sqlalchemy import Engine, create_engine, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 
+from infra.database import make_engine
 from models import outbox_messages
 from models.base import utcnow
 from outbox import relay as relay_module
@@ -263,7 +264,9 @@ def test_a_relay_on_postgresql_skips_rows_another_relay_has_claimed(
 ) -> None:
     ids = write(pg_engine, queue, 5, spacing=timedelta(seconds=1))
     # Without SKIP LOCKED the relay would wait on the held rows; fail fast instead of hanging.
-    impatient = create_engine(pg_engine.url, connect_args={"options": "-c lock_timeout=5s"})
+    # (SET LOCAL, not a startup option: it also holds through PgBouncer, tests/test_pgbouncer.py.)
+    impatient = make_engine(pg_engine.url.render_as_string(hide_password=False), transaction_pooler=True)
+    event.listen(impatient, "begin", lambda conn: conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'"))
     relay = Relay(impatient, BrokerPublisher(stub_broker))
     try:
         with pg_engine.begin() as other_relay:
