@@ -47,9 +47,9 @@ class DirectSender:
         self.grace = grace
         self._lock = threading.Lock()
 
-    def send(self, row: OutboxRow) -> bool:
-        """Hand the committed `row` to the broker; False when it refused (the row is then made due,
-        so the relay sends it without waiting out the grace)."""
+    def send(self, row: OutboxRow) -> str | None:
+        """Hand the committed `row` to the broker; the broker's refusal, if it refused (the row is
+        then made due, so the relay sends it without waiting out the grace)."""
         try:
             with self._lock:
                 self.publisher.publish([row], taken_by_consumer=True)
@@ -57,9 +57,9 @@ class DirectSender:
             SEND_FAILURES.inc()
             log.warning("direct send of outbox message %s refused (%s): the relay sends it", row.id, error)
             self._make_due(row.id)
-            return False
+            return str(error)
         SENT.inc()
-        return True
+        return None
 
     def _make_due(self, message_id: uuid.UUID) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,10 +28,12 @@ from models.base import utcnow
 from outbox.direct import DirectSender
 from outbox.failpoints import failpoint
 from outbox.store import OutboxRow
-from services import quotes
+from services import quotes, timeline
 from services.accept_writes import HOLD, KeyTaken, accept_at_once, record_accepted
 from services.idempotency_keys import find_by_key
 from services.rows import one_or_not_found
+
+log = logging.getLogger("services.exchanges")
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,21 @@ def create_exchange(
         return _replay(earlier, fingerprint)
     if sender is not None and accepted.first_message is not None:
         failpoint("accept.before_direct_send")  # the web dies between its commit and its send
-        sender.send(accepted.first_message)
+        refusal = sender.send(accepted.first_message)
+        if refusal is not None:
+            _record_refused_send(engine, accepted, refusal)
     return accepted
+
+
+def _record_refused_send(engine: Engine, accepted: Accepted, refusal: str) -> None:
+    """On the exchange's timeline (operators'; customers see nothing: their money is safe either way)."""
+    try:
+        with engine.begin() as conn:
+            timeline.record(conn, accepted.exchange_id, step="dispatch", outcome="error", state=ExchangeState.PENDING,
+                            message_id=accepted.first_message.id if accepted.first_message else None,
+                            error=f"the broker refused the first message ({refusal}); the relay sends it")
+    except Exception:  # the database too: the web's log has it, and the relay still sends the message
+        log.warning("could not record the refused send of %s", accepted.exchange_id, exc_info=True)
 
 
 def _accept_at_once(engine: Engine, request: ExchangeRequest, queue: str, idempotency_key: str | None,

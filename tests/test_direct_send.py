@@ -25,7 +25,7 @@ from domain import states as machine
 from harness import invariants
 from jobs.actors import declare_actors
 from jobs.broker import build_broker
-from models import outbox_messages
+from models import exchange_events, outbox_messages
 from models.base import utcnow
 from outbox import direct, failpoints
 from outbox.direct import DirectSender
@@ -169,6 +169,9 @@ def test_a_refused_send_is_counted_and_leaves_the_message_due_for_the_relay_at_o
     exchange_id = accept_sent(wf.engine, funded_account, sender)
     assert publisher.refused == 1
     assert direct.SEND_FAILURES._value.get() == refused_before + 1
+    with wf.engine.connect() as conn:  # on the operators' timeline, not the customer's
+        [line] = conn.execute(select(exchange_events).where(exchange_events.c.step == "dispatch")).all()
+    assert line.outcome == "error" and "the broker is down" in line.error and "the relay sends it" in line.error
     assert deliver_outbox(wf, due_or_not=False) == [machine.QUOTE.actor]  # due now, not a grace later
     assert state_of(wf.engine, exchange_id) == "completed"
     assert invariants.check(wf.engine, bank=wf.bank, settled=True).ok
