@@ -126,6 +126,8 @@ class Settings:
     #: Redis only: each enqueue wakes the queue's idle consumers (infra/waking_redis.py);
     #: off, a consumer finds a message at its next poll, as Dramatiq's own does.
     broker_wakeups: bool = _env("BROKER_WAKEUPS", True)
+    #: RabbitMQ only: quorum (replicated over the cluster, jobs/quorum_rabbitmq.py) or classic queues.
+    broker_queue_type: str = _env("BROKER_QUEUE_TYPE", "quorum")
     #: The web sends an exchange's first message to the broker itself, straight after its commit
     #: (outbox/direct.py); the relay sends it only if it is still untaken after the grace.
     outbox_direct_send: bool = _env("OUTBOX_DIRECT_SEND", True)
@@ -159,6 +161,8 @@ class Settings:
         if self.process_dead_after_seconds <= self.heartbeat_interval_seconds:
             raise ConfigError("PROCESS_DEAD_AFTER_SECONDS must exceed HEARTBEAT_INTERVAL_SECONDS: "
                               "a live process would look dead between two beats")
+        if self.broker_queue_type not in ("quorum", "classic"):
+            raise ConfigError(f"BROKER_QUEUE_TYPE must be quorum or classic, got {self.broker_queue_type!r}")
         if not self.max_exchange_amount.is_finite() or self.max_exchange_amount <= 0:
             raise ConfigError("MAX_EXCHANGE_AMOUNT must be positive")
 

@@ -33,6 +33,10 @@ def _broker_for(settings: Settings) -> dramatiq.Broker:
     if url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-        # Publisher confirms: the relay marks a row published only after RabbitMQ has it.
-        return RabbitmqBroker(url=url, confirm_delivery=True)
+        from jobs.quorum_rabbitmq import QuorumRabbitmqBroker
+
+        # Publisher confirms: the relay marks a row published only after RabbitMQ has it (on a
+        # quorum queue: after a majority of the cluster's nodes has it).
+        rabbit_class = QuorumRabbitmqBroker if settings.broker_queue_type == "quorum" else RabbitmqBroker
+        return rabbit_class(url=url, confirm_delivery=True)
     return StubBroker()

@@ -39,6 +39,7 @@ def test_each_variable_is_parsed_by_the_type_of_its_field() -> None:
     ({"MAX_EXCHANGE_AMOUNT": "-5"}, "MAX_EXCHANGE_AMOUNT must be positive"),
     ({"CURRENCIES": "USD,XXY"}, "CURRENCIES must list at least two ISO 4217 codes"),
     ({"BROKER_URL": "http://broker"}, "BROKER_URL must be a redis:// or amqp:// URL"),
+    ({"BROKER_QUEUE_TYPE": "mirrored"}, "BROKER_QUEUE_TYPE must be quorum or classic, got 'mirrored'"),
     ({"APP_ENV": "production"}, "SECRET_KEY must be set in production"),
     ({"STEP_LEASE_SECONDS": "5"}, "STEP_LEASE_SECONDS (5.0) must exceed the bank's connect + read timeouts"),
 ])
@@ -64,3 +65,11 @@ def test_a_process_started_with_a_bad_setting_exits_2_with_one_line(command: lis
     expected = "configuration error: DB_POOL_SIZE must be a whole number, got 'many'"
     assert result.stderr.strip().splitlines() == [expected]
     assert result.stdout == ""
+
+
+def test_behind_a_transaction_pooler_the_engine_settings_say_so_and_listen_goes_direct() -> None:
+    settings = Settings.from_env({"DATABASE_URL": "postgres://app@pgbouncer:6432/fx", "DB_TRANSACTION_POOLER": "1",
+                                  "DATABASE_DIRECT_URL": "postgres://app@primary:5432/fx"})
+    assert settings.engine_options()["transaction_pooler"] is True
+    assert settings.database_direct_url == "postgresql+psycopg://app@primary:5432/fx"
+    assert Settings.from_env({}).engine_options()["transaction_pooler"] is False
