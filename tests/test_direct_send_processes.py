@@ -15,21 +15,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from sqlalchemy import Engine, select
 
 from harness import invariants
 from harness.outcome import wait_settled
-from harness.queues import forget_queue
 from harness.topology import Topology
 from harness.waits import wait_until
 from models import exchanges, outbox_messages
 from services.accounts import open_account
 from services.credentials import Role, create_customer, issue_api_key
-from tests.conftest import REDIS_URL, unavailable
-from tests.support.outbox_rows import unique_queue
-from tests.support.relay_redis import workflow_redis_url
+from tests.support.redis_topology import redis_topology
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -38,19 +34,8 @@ SETTLE_TIMEOUT_SECONDS = 60.0
 
 @pytest.fixture
 def topology(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[Topology]:
-    redis_url = workflow_redis_url(REDIS_URL)
-    queue = unique_queue("direct")
-    try:
-        forget_queue(redis_url, queue)
-    except redis.RedisError as error:
-        unavailable("Redis", error)
-    topo = Topology(log_dir=tmp_path, engine=pg_engine, database_url=postgres_url, broker_url=redis_url, queue=queue)
-    try:
+    with redis_topology(pg_engine, postgres_url, tmp_path, "direct") as topo:
         yield topo
-    finally:
-        topo.stop_all()
-        print(topo.describe())
-        forget_queue(redis_url, queue)
 
 
 def post(topo: Topology, api_key: str, account: uuid.UUID, key: str) -> requests.Response:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import dramatiq
 import pytest
-import redis
 from dramatiq.brokers.redis import RedisBroker
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
@@ -32,10 +31,9 @@ from harness.waits import wait_until
 from models import exchanges as exchanges_table
 from services.accounts import open_account
 from services.exchanges import ExchangeRequest, create_exchange
-from tests.conftest import REDIS_URL, settings_for, unavailable
+from tests.conftest import settings_for
 from tests.support.metrics import metric
-from tests.support.outbox_rows import unique_queue
-from tests.support.relay_redis import workflow_redis_url
+from tests.support.redis_topology import redis_topology
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -52,20 +50,8 @@ SAMPLES = 8
 
 @pytest.fixture
 def topology(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[Topology]:
-    redis_url = workflow_redis_url(REDIS_URL)
-    queue = unique_queue("operators")
-    try:
-        forget_queue(redis_url, queue)
-    except redis.RedisError as error:
-        unavailable("Redis", error)
-    topo = Topology(log_dir=tmp_path, engine=pg_engine, database_url=postgres_url, broker_url=redis_url, queue=queue,
-                    env={**TEST_ENV, **TIMINGS})
-    try:
+    with redis_topology(pg_engine, postgres_url, tmp_path, "operators", env={**TEST_ENV, **TIMINGS}) as topo:
         yield topo
-    finally:
-        topo.stop_all()
-        print(topo.describe())
-        forget_queue(redis_url, queue)
 
 
 @pytest.fixture

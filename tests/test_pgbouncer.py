@@ -19,7 +19,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import OperationalError
@@ -27,15 +26,13 @@ from sqlalchemy.exc import OperationalError
 from harness import invariants
 from harness.designs import TEST_ENV
 from harness.outcome import wait_settled
-from harness.queues import forget_queue
 from harness.topology import Topology
 from infra.database import make_engine
 from services.accounts import open_account
 from services.credentials import Role, create_customer, issue_api_key
-from tests.conftest import IN_CI, REDIS_URL, unavailable
-from tests.support.outbox_rows import unique_queue
+from tests.conftest import IN_CI
 from tests.support.pgbouncer import pgbouncer_binary, running_pgbouncer
-from tests.support.relay_redis import workflow_redis_url
+from tests.support.redis_topology import redis_topology
 
 pytestmark = [pytest.mark.postgres]
 
@@ -92,22 +89,10 @@ def test_the_default_engine_is_refused_by_pgbouncer_and_the_pooler_setting_is_no
 
 @pytest.fixture
 def pooled_topology(pg_engine: Engine, postgres_url: str, pgbouncer_port: int, tmp_path: Path) -> Iterator[Topology]:
-    redis_url = workflow_redis_url(REDIS_URL)
-    queue = unique_queue("pgbouncer")
-    try:
-        forget_queue(redis_url, queue)
-    except redis.RedisError as error:
-        unavailable("Redis", error)
     direct = make_url(postgres_url).set(host="127.0.0.1", port=5432).render_as_string(hide_password=False)
     env = {**TEST_ENV, "DB_TRANSACTION_POOLER": "1", "DATABASE_DIRECT_URL": direct}
-    topo = Topology(log_dir=tmp_path, engine=pg_engine, database_url=through(direct, pgbouncer_port),
-                    broker_url=redis_url, queue=queue, env=env)
-    try:
+    with redis_topology(pg_engine, through(direct, pgbouncer_port), tmp_path, "pgbouncer", env=env) as topo:
         yield topo
-    finally:
-        topo.stop_all()
-        print(topo.describe())
-        forget_queue(redis_url, queue)
 
 
 @pytest.mark.slow

@@ -20,7 +20,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from sqlalchemy import Engine, select
 
@@ -28,17 +27,14 @@ from bank.client import BankClient
 from domain import states as machine
 from harness import invariants
 from harness.outcome import postings_by_exchange, timeline, wait_settled
-from harness.queues import forget_queue
 from harness.topology import Topology
 from harness.waits import wait_until
 from harness.worker_logs import WORKER_READY_MARKER, dropped_duplicates, step_results, worker_process_pid
 from models import exchanges, outbox_messages
 from services.accounts import get_account, open_account
 from services.exchanges import ExchangeRequest, create_exchange
-from tests.conftest import REDIS_URL, unavailable
-from tests.support.outbox_rows import unique_queue
 from tests.support.publishers import TwicePublisher
-from tests.support.relay_redis import workflow_redis_url
+from tests.support.redis_topology import redis_topology
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -56,19 +52,8 @@ COMPLETED_STEPS = Counter({("quote", "succeeded"): 1, ("debit", "succeeded"): 1,
 @pytest.fixture
 def topology(pg_engine: Engine, postgres_url: str, tmp_path: Path) -> Iterator[Topology]:
     """The test's processes, all stopped at its end; their output is printed (shown if it failed)."""
-    redis_url = workflow_redis_url(REDIS_URL)
-    queue = unique_queue("workflow")
-    try:
-        forget_queue(redis_url, queue)
-    except redis.RedisError as error:
-        unavailable("Redis", error)
-    topo = Topology(log_dir=tmp_path, engine=pg_engine, database_url=postgres_url, broker_url=redis_url, queue=queue)
-    try:
+    with redis_topology(pg_engine, postgres_url, tmp_path, "workflow") as topo:
         yield topo
-    finally:
-        topo.stop_all()
-        print(topo.describe())
-        forget_queue(redis_url, queue)
 
 
 def exchange_many(topo: Topology, accounts: list[uuid.UUID], count: int, *, seed: int = 1,
