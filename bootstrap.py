@@ -69,7 +69,9 @@ def build_engine(settings: Settings, role: Role) -> Engine:
     if role is Role.RELAY and settings.database_url.startswith("postgresql"):
         return make_engine(settings.database_url, pool_size=RELAY_POOL_SIZE, max_overflow=RELAY_POOL_SIZE,
                            pre_ping=False, idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout_ms,
-                           transaction_pooler=settings.db_transaction_pooler)
+                           transaction_pooler=settings.db_transaction_pooler,
+                           connect_timeout_seconds=settings.db_connect_timeout_seconds,
+                           tcp_user_timeout_ms=settings.db_tcp_user_timeout_ms)
     return make_engine(settings.database_url, pre_ping=role is Role.WEB or role is Role.RECONCILER,
                        **settings.engine_options())
 

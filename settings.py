@@ -58,6 +58,11 @@ class Settings:
     #: DATABASE_URL is a pooler in transaction mode (PgBouncer): no server-side prepared statements,
     #: no startup options (set the timeout above on the database, or PgBouncer's idle_transaction_timeout).
     db_transaction_pooler: bool = _env("DB_TRANSACTION_POOLER", False)
+    #: Connecting to the database gives up after this long (libpq's connect_timeout)...
+    db_connect_timeout_seconds: int = _env("DB_CONNECT_TIMEOUT_SECONDS", 5, 1)
+    #: ...and an open connection whose peer falls silent is dropped after about this long (TCP_USER_TIMEOUT,
+    #: with keepalives to match); 0: the OS defaults, which wait out ~15 minutes of retransmissions.
+    db_tcp_user_timeout_ms: int = _env("DB_TCP_USER_TIMEOUT_MS", 10_000, 0)
     #: PostgreSQL itself, for what a transaction pooler cannot carry: the relay's LISTEN. Empty: DATABASE_URL.
     database_direct_url: str = ""
     # Relay
@@ -172,6 +177,8 @@ class Settings:
             "max_overflow": self.db_max_overflow,
             "idle_in_transaction_timeout_ms": self.db_idle_in_transaction_timeout_ms,
             "transaction_pooler": self.db_transaction_pooler,
+            "connect_timeout_seconds": self.db_connect_timeout_seconds,
+            "tcp_user_timeout_ms": self.db_tcp_user_timeout_ms,
         }
 
     @property

@@ -10,7 +10,7 @@ from prometheus_client import Counter
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from settings import Settings
 
@@ -24,6 +24,20 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: executemany with one; so a transaction that must stay protected writes several rows with
 #: one multi-row statement (services/ledger.post).
 IDLE_IN_TRANSACTION_TIMEOUT_MS: int = Settings.db_idle_in_transaction_timeout_ms
+
+#: See Settings.db_connect_timeout_seconds and Settings.db_tcp_user_timeout_ms.
+CONNECT_TIMEOUT_SECONDS: int = Settings.db_connect_timeout_seconds
+TCP_USER_TIMEOUT_MS: int = Settings.db_tcp_user_timeout_ms
+#: Unanswered keepalive probes before the kernel drops a silent connection.
+KEEPALIVE_PROBES = 3
+
+#: SQLSTATEs (prefixes) of a server, or PgBouncer, that cannot serve the connection: connection
+#: exceptions (08: PgBouncer's own errors too), operator intervention (57P: shutdown, cannot connect
+#: now), too many connections. Not deadlocks, serialization failures or lock timeouts: those are
+#: OperationalError too, but the database answered.
+UNREACHABLE_SQLSTATES = ("08", "57P", "53300")
+#: SQLite's counterparts: the file cannot be opened, or its lock was not had within the busy timeout.
+UNREACHABLE_SQLITE_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_BUSY")
 
 #: A pooled connection unused for this long is checked before it is handed out.
 PING_IDLE_AFTER_SECONDS = 1.0
@@ -39,6 +53,8 @@ def make_engine(
     idle_in_transaction_timeout_ms: int = IDLE_IN_TRANSACTION_TIMEOUT_MS,
     pre_ping: bool = True,
     transaction_pooler: bool = False,
+    connect_timeout_seconds: int = CONNECT_TIMEOUT_SECONDS,
+    tcp_user_timeout_ms: int = TCP_USER_TIMEOUT_MS,
     **kwargs: Any,
 ) -> Engine:
     """An engine for `url`.
@@ -54,13 +70,15 @@ def make_engine(
     Behind a pooler in transaction mode (`transaction_pooler`, PgBouncer), consecutive
     transactions may run on different server connections: psycopg must not prepare statements
     (PgBouncer before 1.21 cannot route them), and nothing may rely on session state, so the
-    startup option is not sent (PgBouncer refuses unknown startup parameters).
+    startup option is not sent (PgBouncer refuses unknown startup parameters). The socket's
+    timeouts (`network_timeouts`) are the client's own, sent either way.
     """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
     connect_args: dict[str, Any] = (
         {"prepare_threshold": None} if transaction_pooler
         else {"options": f"-c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms}"})
+    connect_args.update(network_timeouts(connect_timeout_seconds, tcp_user_timeout_ms))
     engine = create_engine(
         url,
         connect_args=connect_args,
@@ -72,6 +90,40 @@ def make_engine(
     if pre_ping:
         _ping_when_idle(engine, PING_IDLE_AFTER_SECONDS)
     return engine
+
+
+def network_timeouts(connect_timeout_seconds: int, tcp_user_timeout_ms: int) -> dict[str, int]:
+    """libpq parameters that give up on a dead network: connecting waits `connect_timeout_seconds`
+    at most, and an established connection whose peer falls silent (sent data unacknowledged, or
+    keepalive probes unanswered while it waits for an answer) is dropped after about
+    `tcp_user_timeout_ms`. Without them a partition leaves the thread blocked in recv() for the
+    kernel's ~15 minutes of TCP retransmissions, holding its pooled connection and its request.
+    `tcp_user_timeout_ms` 0 leaves the socket to the OS defaults."""
+    options = {"connect_timeout": connect_timeout_seconds}
+    if tcp_user_timeout_ms > 0:
+        # Probes start halfway through and all fit in the rest: idle + count * interval <= the timeout.
+        idle_seconds = max(1, tcp_user_timeout_ms // 2000)
+        interval_seconds = max(1, tcp_user_timeout_ms // (2000 * KEEPALIVE_PROBES))
+        options.update(tcp_user_timeout=tcp_user_timeout_ms, keepalives=1, keepalives_idle=idle_seconds,
+                       keepalives_interval=interval_seconds, keepalives_count=KEEPALIVE_PROBES)
+    return options
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when `error` says the database could not be reached or the connection was lost, not
+    that the database answered and refused the statement. (A connection lost during COMMIT leaves
+    the outcome unknown: the caller retries idempotently.)"""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, InterfaceError):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate.startswith(UNREACHABLE_SQLSTATES)
+    sqlite_error = getattr(error.orig, "sqlite_errorname", None)
+    return sqlite_error is None or sqlite_error in UNREACHABLE_SQLITE_ERRORS  # None: the client's own failure
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:

@@ -34,6 +34,9 @@ def test_each_variable_is_parsed_by_the_type_of_its_field() -> None:
 @pytest.mark.parametrize(("env", "message"), [
     ({"DB_POOL_SIZE": "many"}, "DB_POOL_SIZE must be a whole number, got 'many'"),
     ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE must be at least 1, got 0"),
+    ({"DB_CONNECT_TIMEOUT_SECONDS": "0"}, "DB_CONNECT_TIMEOUT_SECONDS must be at least 1, got 0"),
+    ({"DB_TCP_USER_TIMEOUT_MS": "-1"}, "DB_TCP_USER_TIMEOUT_MS must be at least 0, got -1"),
+    ({"DB_TCP_USER_TIMEOUT_MS": "10s"}, "DB_TCP_USER_TIMEOUT_MS must be a whole number, got '10s'"),
     ({"RELAY_POLL_INTERVAL_SECONDS": "soon"}, "RELAY_POLL_INTERVAL_SECONDS must be a number, got 'soon'"),
     ({"MAX_EXCHANGE_AMOUNT": "lots"}, "MAX_EXCHANGE_AMOUNT must be a decimal number, got 'lots'"),
     ({"MAX_EXCHANGE_AMOUNT": "-5"}, "MAX_EXCHANGE_AMOUNT must be positive"),
@@ -73,3 +76,11 @@ def test_behind_a_transaction_pooler_the_engine_settings_say_so_and_listen_goes_
     assert settings.engine_options()["transaction_pooler"] is True
     assert settings.database_direct_url == "postgresql+psycopg://app@primary:5432/fx"
     assert Settings.from_env({}).engine_options()["transaction_pooler"] is False
+
+
+def test_the_database_network_timeouts_are_read_and_handed_to_the_engine() -> None:
+    assert (Settings().db_connect_timeout_seconds, Settings().db_tcp_user_timeout_ms) == (5, 10_000)
+    settings = Settings.from_env({"DB_CONNECT_TIMEOUT_SECONDS": "2", "DB_TCP_USER_TIMEOUT_MS": "0"})
+    assert (settings.db_connect_timeout_seconds, settings.db_tcp_user_timeout_ms) == (2, 0)
+    assert settings.engine_options()["connect_timeout_seconds"] == 2
+    assert settings.engine_options()["tcp_user_timeout_ms"] == 0

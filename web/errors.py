@@ -8,12 +8,23 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from prometheus_client import Counter
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from domain.states import InvalidTransition
 from errors import ClientError
+from infra.database import is_unreachable
 
 log = logging.getLogger(__name__)
+
+#: A 503's Retry-After: a failover or a PgBouncer restart is over in seconds, and a client that
+#: retries too early gets another 503 at no cost to anyone.
+DATABASE_RETRY_AFTER_SECONDS = 1
+#: The start of the driver's message kept in the log line (it names the host, never a password).
+LOGGED_MESSAGE_CHARS = 200
+
+DATABASE_UNAVAILABLE = Counter("web_database_unavailable_total",
+                               "Requests answered 503 because the database could not be reached")
 
 
 def error_response(
@@ -59,7 +70,24 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> tuple[Response, int]:
-        # Logged with its traceback (and sent to Sentry by its Flask integration);
+        if is_unreachable(error):
+            return database_unavailable(error)
+        # Logged with its traceback (and sent to Sentry by its logging integration);
         # the client sees no internals.
         log.exception("unhandled error")
         return error_response(500, "internal_error", "An internal error occurred; nothing was changed.")
+
+
+def database_unavailable(error: Exception) -> tuple[Response, int]:
+    """503 with Retry-After. One warning line, no traceback and no Sentry event: an outage fails every
+    request the same way; /api/ready shows the outage and the counter counts what it cost."""
+    DATABASE_UNAVAILABLE.inc()
+    cause = getattr(error, "orig", None) or error
+    first_line = (str(cause).strip().splitlines() or [""])[0][:LOGGED_MESSAGE_CHARS]
+    log.warning("database unavailable, answered 503: %s (%s.%s): %s", type(error).__name__,
+                type(cause).__module__, type(cause).__qualname__, first_line)
+    response, status = error_response(
+        503, "database_unavailable", "The database could not be reached. Retry with the same Idempotency-Key: "
+        "a request that did get through is not applied twice.")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response, status

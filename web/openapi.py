@@ -40,6 +40,8 @@ ERRORS = {
     "422": "A field is invalid (named in `error.fields`), the Idempotency-Key was used with another body, or "
            "there is no rate for the pair now (`no_rate`).",
     "429": "Too many requests for this API key; retry later.",
+    "503": "The database could not be reached (`database_unavailable`); retry after `Retry-After` seconds, "
+           "with the same Idempotency-Key.",
 }
 
 
@@ -48,6 +50,8 @@ ERROR_HEADERS = {
     "401": {"WWW-Authenticate": {"description": "How to authenticate: `Bearer realm=\"fx\"`.", "required": True,
                                  "schema": {"type": "string"}}},
     "429": {"Retry-After": {"description": "Seconds until the limit resets.", "required": True,
+                            "schema": {"type": "integer", "minimum": 0}}},
+    "503": {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                             "schema": {"type": "integer", "minimum": 0}}},
 }
 
@@ -167,26 +171,26 @@ def _paths(spec: APISpec) -> None:
              "description": "Created before this instant (ISO 8601)."},
         ],
         "responses": {"200": {"description": "One page", "content": {"application/json": {"schema": "ExchangePage"}}},
-                      **_errors("401", "422", "429")},
+                      **_errors("401", "422", "429", "503")},
     }, "post": _create_exchange_operation(secured)})
     spec.path(path="/api/exchanges/{exchange_id}", operations={"get": {
         "operationId": "getExchange", "tags": ["Exchanges"], "summary": "An exchange's state", "security": secured,
         "parameters": [{"name": "exchange_id", **uuid_param}],
         "responses": {"200": {"description": "The exchange", "content": {"application/json": {"schema": "Exchange"}}},
-                      **_errors("401", "404", "429")},
+                      **_errors("401", "404", "429", "503")},
     }})
     spec.path(path="/api/exchanges/{exchange_id}/timeline", operations={"get": {
         "operationId": "getExchangeTimeline", "tags": ["Exchanges"],
         "summary": "What happened to the money, step by step, in plain words", "security": secured,
         "parameters": [{"name": "exchange_id", **uuid_param}],
         "responses": {"200": {"description": "The timeline", "content": {"application/json": {"schema": "Timeline"}}},
-                      **_errors("401", "404", "429")},
+                      **_errors("401", "404", "429", "503")},
     }})
     spec.path(path="/api/accounts/{account_id}", operations={"get": {
         "operationId": "getAccount", "tags": ["Accounts"], "summary": "An account's balances", "security": secured,
         "parameters": [{"name": "account_id", **uuid_param}],
         "responses": {"200": {"description": "The account", "content": {"application/json": {"schema": "Account"}}},
-                      **_errors("401", "404", "429")},
+                      **_errors("401", "404", "429", "503")},
     }})
     _quote_paths(spec, secured, uuid_param)
     add_webhooks(spec, secured, uuid_param, _errors)
@@ -204,13 +208,13 @@ def _quote_paths(spec: APISpec, secured: list[dict[str, list[str]]], uuid_param:
         "responses": {"201": {"description": "The quote", "content": quote,
                               "headers": {"Location": {"description": "The quote's URL.", "required": True,
                                                        "schema": {"type": "string"}}}},
-                      **_errors("400", "401", "413", "422", "429")},
+                      **_errors("400", "401", "413", "422", "429", "503")},
     }})
     spec.path(path="/api/quotes/{quote_id}", operations={"get": {
         "operationId": "getQuote", "tags": ["Quotes"], "security": secured,
         "summary": "A quote, and whether it is still open",
         "parameters": [{"name": "quote_id", **uuid_param}],
-        "responses": {"200": {"description": "The quote", "content": quote}, **_errors("401", "404", "429")},
+        "responses": {"200": {"description": "The quote", "content": quote}, **_errors("401", "404", "429", "503")},
     }})
 
 
@@ -232,7 +236,7 @@ def _create_exchange_operation(secured: list[dict[str, list[str]]]) -> dict[str,
                                                                        "with the same Idempotency-Key and body.",
                                                         "schema": {"type": "string", "enum": ["true"]}}},
                     "content": {"application/json": {"schema": "ExchangeAccepted"}}},
-            **_errors("400", "401", "404", "409", "413", "422", "429"),
+            **_errors("400", "401", "404", "409", "413", "422", "429", "503"),
         },
     }
 
@@ -264,7 +268,7 @@ def _health_paths(spec: APISpec) -> None:
                        "reachable. Cached for two seconds.",
         "responses": {"200": {"description": "Ready", "content": content},
                       "503": {"description": "Not ready: `checks` says which dependency failed.", "content": content,
-                              "headers": {"Retry-After": ERROR_HEADERS["429"]["Retry-After"]}}},
+                              "headers": ERROR_HEADERS["503"]}},
     }})
 
 

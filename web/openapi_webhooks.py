@@ -82,7 +82,7 @@ def add_webhooks(spec: APISpec, secured: list[dict[str, list[str]]], uuid_param:
         if schema:
             body["content"] = {"application/json": {"schema": schema}}
         return {"operationId": op_id, "tags": ["Webhooks"], "security": secured, "summary": summary,
-                "responses": {status: body, **errors("401", "429", *codes)}, **extra}
+                "responses": {status: body, **errors("401", "429", "503", *codes)}, **extra}
 
     endpoint_id = [{"name": "endpoint_id", **uuid_param}]
     spec.path(path="/api/webhook-endpoints", operations={
