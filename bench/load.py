@@ -46,9 +46,11 @@ class LoadGenerator:
     key and body, which the API answers with the first exchange (never a second one).
     """
 
-    def __init__(self, base_url: str, accounts: Sequence[str], *, seed: int, threads: int, run_id: str,
-                 api_keys: Mapping[str, str] | None = None, give_up_seconds: float = 180.0) -> None:
-        self.url = base_url + "/api/exchanges"
+    def __init__(self, base_url: str | Sequence[str], accounts: Sequence[str], *, seed: int, threads: int,
+                 run_id: str, api_keys: Mapping[str, str] | None = None, give_up_seconds: float = 180.0) -> None:
+        #: One web host, or several: a POST goes to one by its index, and a retry to the next, as
+        #: a load balancer takes a failed host out of the way.
+        self.urls = [f"{url}/api/exchanges" for url in ([base_url] if isinstance(base_url, str) else base_url)]
         self.accounts = list(accounts)
         self.api_keys = dict(api_keys or {})
         self.seed = seed
@@ -83,7 +85,8 @@ class LoadGenerator:
         while True:
             sub.attempts += 1
             try:
-                response = self._session().post(self.url, json=body, headers=headers,
+                url = self.urls[(index + sub.attempts - 1) % len(self.urls)]
+                response = self._session().post(url, json=body, headers=headers,
                                                 timeout=POST_TIMEOUT_SECONDS)
                 sub.status = response.status_code
                 if response.status_code < 500:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -38,6 +39,13 @@ class BrokerView:
         return sum(q.dead for q in self.queues) if self.up else None
 
 
+def amqp_parameters(url: str) -> list[Any]:
+    """A cluster's nodes, `;`-separated as Dramatiq takes them: pika tries each in turn."""
+    import pika
+
+    return [pika.URLParameters(part) for part in url.split(";") if part]
+
+
 def read(broker_url: str, queue: str) -> BrokerView:
     if broker_url.startswith(("redis://", "rediss://")):
         return _redis(broker_url, queue)
@@ -61,11 +69,12 @@ def reachable(broker_url: str, *, timeout: float = 1.0) -> bool:
         import pika
         import pika.exceptions
 
-        parameters = pika.URLParameters(broker_url)
-        parameters.socket_timeout = parameters.blocked_connection_timeout = timeout
-        parameters.connection_attempts = 1
+        candidates = amqp_parameters(broker_url)
+        for parameters in candidates:
+            parameters.socket_timeout = parameters.blocked_connection_timeout = timeout
+            parameters.connection_attempts = 1
         try:
-            pika.BlockingConnection(parameters).close()
+            pika.BlockingConnection(candidates).close()
         except (pika.exceptions.AMQPError, OSError):
             return False
         return True
@@ -95,7 +104,7 @@ def _rabbitmq(url: str, queue: str) -> BrokerView:
     import pika.exceptions
 
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(url))
+        connection = pika.BlockingConnection(amqp_parameters(url))
     except pika.exceptions.AMQPError as error:
         return BrokerView("rabbitmq", up=False, error=str(error) or type(error).__name__)
     try:

@@ -1,8 +1,7 @@
 """A private PgBouncer in transaction pooling, in front of the shared PostgreSQL, on a port of its own.
 
-Debian's `pgbouncer` (installed by `make test`, see the Makefile). Every database name maps to
-127.0.0.1:5432 with the same name; trust auth, as the shared server. A small pool, so that
-consecutive transactions of one client really do land on different server connections.
+Every database name maps to 127.0.0.1:5432 with the same name (harness/pgbouncer.py). A small
+pool, so that consecutive transactions of one client really do land on different server connections.
 """
 
 from __future__ import annotations
@@ -18,30 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.net import free_private_port
-
-CONFIG = """\
-[databases]
-* = host=127.0.0.1 port=5432
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {dir}/users.txt
-pool_mode = transaction
-default_pool_size = 4
-max_client_conn = 400
-; a frozen client's open transaction is ended here, as DB_IDLE_IN_TRANSACTION_TIMEOUT_MS does directly
-idle_transaction_timeout = 15
-logfile = {dir}/pgbouncer.log
-pidfile = {dir}/pgbouncer.pid
-"""
-
-
-def pgbouncer_binary() -> str | None:
-    return shutil.which("pgbouncer") or next(
-        (str(p) for p in (Path("/usr/sbin/pgbouncer"), Path("/usr/bin/pgbouncer")) if p.exists()), None)
+from harness.pgbouncer import pgbouncer_binary, write_config
 
 
 @contextmanager
@@ -54,9 +30,7 @@ def running_pgbouncer() -> Iterator[int]:
         raise RuntimeError("pgbouncer is not installed (make test installs Debian's pgbouncer)")
     directory = Path(tempfile.mkdtemp(prefix="fx-pgbouncer-"))
     port = free_private_port()
-    (directory / "users.txt").write_text('"postgres" ""\n')
-    config = directory / "pgbouncer.ini"
-    config.write_text(CONFIG.format(port=port, dir=directory))
+    config = write_config(directory, listen_addr="127.0.0.1", port=port, server_host="127.0.0.1")
     # pgbouncer refuses to run as root unless asked to (-u); the postgres user owns nothing here.
     command = [binary, str(config)]
     if os.geteuid() == 0:
