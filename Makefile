@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-relay bench-chaos bench-e2e browser pgbouncer
+.PHONY: run test lint bench-relay bench-chaos bench-e2e bench-cluster browser pgbouncer netns-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,7 +30,13 @@ pgbouncer:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; } || \
 		echo "pgbouncer is not installed: the PgBouncer tests will be skipped (they fail in CI)"
 
-test: $(STAMP) browser pgbouncer
+# The cluster run (bench/cluster, tests/test_cluster.py) partitions hosts with iptables in network namespaces.
+netns-tools:
+	@command -v iptables >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; } || \
+		echo "iptables is not installed: the cluster test will be skipped (it fails in CI)"
+
+test: $(STAMP) browser pgbouncer netns-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -41,6 +47,10 @@ bench-relay: $(STAMP)
 # ours and the naive design side by side (README.md, "Proof under fire").
 bench-chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --design both
+
+# Every role on a host of its own (network namespaces, root only), faults between the hosts (README.md, "Past one machine").
+bench-cluster: $(STAMP) pgbouncer netns-tools
+	$(BIN)/python -m bench.cluster
 
 bench-e2e: $(STAMP)
 	$(BIN)/python -m bench.e2e --design both

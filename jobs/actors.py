@@ -17,14 +17,19 @@ import uuid
 import dramatiq
 import sentry_sdk
 from dramatiq.middleware import CurrentMessage
+from prometheus_client import Counter
 
 from domain.states import STEP_BY_ACTOR
 from outbox.publisher import TAKE_OPTION
-from services.workflow import STEPS, Delivery, StepDeferred, Workflow
+from services.workflow import STEPS, Delivery, StepDeferred, StepResult, Workflow
 from services.workflow.runner import record_failure
 from settings import Settings
 
 log = logging.getLogger("jobs.actors")
+STEP_RESULTS = Counter("fx_step_results_total", "Step deliveries by step and result (skipped: a duplicate)",
+                       ["step", "result"])
+#: What a worker logs for a delivery of a step the exchange is already past.
+DUPLICATE_LOG = "a duplicate delivery (the step is already past), acknowledged with no effect"
 
 
 def worker_id() -> str:
@@ -70,7 +75,11 @@ def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workf
             # On the timeline too, not only in the worker's log; Dramatiq retries it (with backoff).
             record_failure(workflow, delivery, STEP_BY_ACTOR[actor_name], error)
             raise
-        log.debug("%s %s: %s", actor_name, exchange_id, result)
+        STEP_RESULTS.labels(actor_name, str(result)).inc()
+        if result is StepResult.SKIPPED:  # at-least-once delivery at work: harmless, and worth counting
+            log.info("%s %s: %s", actor_name, exchange_id, DUPLICATE_LOG)
+        else:
+            log.debug("%s %s: %s", actor_name, exchange_id, result)
 
     run.__name__ = run.__qualname__ = actor_name
     return dramatiq.actor(run, actor_name=actor_name, broker=broker, **actor_options(settings))

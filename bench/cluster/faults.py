@@ -9,6 +9,8 @@ finds credits and batches inside that window.
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -16,6 +18,7 @@ from typing import ClassVar
 import requests
 from sqlalchemy import select
 
+from bench.load import Submission
 from harness.cluster import BROKERS, QUEUE, ClusterTopology
 from harness.processes import Process
 from models import relay_leases
@@ -40,6 +43,9 @@ class Fault:
 
     def heal(self, topo: ClusterTopology) -> None:
         topo.network.heal()
+
+    def settled(self, topo: ClusterTopology) -> None:
+        """Once every exchange is terminal again: what the fault left to note."""
 
 
 class WorkerFromDatabase(Fault):
@@ -100,6 +106,7 @@ class SlowLossyLinks(Fault):
 
     def apply(self, topo: ClusterTopology) -> None:
         self.readers: list[Process] = []
+        self.healthy_ms = connect_ms(topo, "postgres")
         for host in topo.network.hosts:
             reader = topo.processes.start(f"netem-{host}", topo.network.netem_command(host, self.delay_ms),
                                           {"PYTHONUNBUFFERED": "1"}, role="netem",
@@ -108,6 +115,8 @@ class SlowLossyLinks(Fault):
         for reader in self.readers:
             reader.wait_ready()
         topo.network.degrade(self.delay_ms, self.loss)
+        self.notes.append(f"TCP connect ctl -> postgres while degraded: {connect_ms(topo, 'postgres'):.0f} ms "
+                          f"(healthy: {self.healthy_ms:.1f} ms)")
 
     def heal(self, topo: ClusterTopology) -> None:
         topo.network.restore()
@@ -131,6 +140,11 @@ class WebFromDatabase(Fault):
         for status, _, key, exchange_id in self.replays:
             self.notes.append(f"the same key again, after the heal: {status} -> {exchange_id} ({key})")
 
+    def submissions(self) -> list[Submission]:
+        """The probes, as the load's submissions: their exchanges are measured with the rest."""
+        return [Submission(-1, key, {}, exchange_id=exchange_id, status=status, attempts=2)
+                for status, _, key, exchange_id in self.replays]
+
     def violations(self) -> list[str]:
         bad = [f"web1 answered {s} (Retry-After {r}) while cut off" for s, r, _, _ in self.answers
                if not (s is not None and 500 <= s < 600 and (s != 503 or r))]
@@ -152,6 +166,16 @@ def probe(topo: ClusterTopology, base_url: str, key: str) -> tuple[int | None, s
         return None, None, key, None
     exchange_id = response.json().get("id") if response.status_code < 300 else None
     return response.status_code, response.headers.get("Retry-After"), key, exchange_id
+
+
+def connect_ms(topo: ClusterTopology, host: str, port: int = 5432) -> float:
+    """Milliseconds a TCP connection from here (ctl) to `host` takes to open: a round trip."""
+    began = time.monotonic()
+    try:
+        socket.create_connection((topo.network.ip(host), port), timeout=10).close()
+    except OSError:
+        return float("nan")
+    return (time.monotonic() - began) * 1000
 
 
 def active_relay(topo: ClusterTopology) -> str | None:

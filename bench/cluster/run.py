@@ -16,6 +16,7 @@ from harness.cluster import ClusterTopology, cluster
 from harness.designs import BENCH_ENV, Layout
 from harness.netns import Network
 from harness.provision import api_keys, open_accounts
+from jobs.actors import DUPLICATE_LOG
 
 #: One gunicorn worker per web host: ten namespaces' processes share two cores.
 LAYOUT = Layout(relays=2, workers=2, worker_threads=4, web_workers=1, web_threads=8)
@@ -56,11 +57,17 @@ class ClusterOutcome:
         return self.money.ok and all(p.ok for p in self.phases)
 
 
+def duplicate_deliveries(topo: ClusterTopology) -> int:
+    """Deliveries of a step already past, as the workers logged them (at-least-once delivery at work)."""
+    return sum(p.output().count(DUPLICATE_LOG) for p in topo.by_role("worker"))
+
+
 def run_fault(topo: ClusterTopology, fault: Fault, load: LoadGenerator, start: int,
               subs: list[Submission], deadline: float) -> Phase:
     phase = Phase(fault.name, fault.title)
     count = max(1, int(fault.rate * (LEAD_SECONDS + fault.hold_seconds)))
     batch: list[Submission] = []
+    before, duplicates = recoveries(topo), duplicate_deliveries(topo)
     loader = threading.Thread(target=lambda: batch.extend(load.run(count, rate=fault.rate, start=start)),
                               name=f"load-{fault.name}", daemon=True)
     log(f"[{fault.name}] {fault.title}: {count} exchanges at {fault.rate}/s")
@@ -78,9 +85,15 @@ def run_fault(topo: ClusterTopology, fault: Fault, load: LoadGenerator, start: i
     phase.quiesced, _, _ = wait_quiescent(topo, expected=expected, deadline_seconds=deadline, stall_seconds=deadline,
                                           notes=phase.notes)
     phase.seconds_to_quiescence = time.monotonic() - healed
+    fault.settled(topo)
     phase.notes += fault.notes
     if isinstance(fault, WebFromDatabase):
         phase.violations += fault.violations()
+        subs.extend(fault.submissions())
+    after = recoveries(topo)
+    phase.notes += [f"{label}: {n - before[label]}" for label, n in after.items() if n > before[label]]
+    if (more := duplicate_deliveries(topo) - duplicates) > 0:
+        phase.notes.append(f"duplicate deliveries, acknowledged with no effect: {more}")
     log(f"[{fault.name}] healed; every exchange terminal {phase.seconds_to_quiescence:.1f}s after the heal"
         if phase.quiesced else f"[{fault.name}] NOT quiescent {phase.seconds_to_quiescence:.0f}s after the heal")
     return phase
