@@ -76,10 +76,9 @@ def _declare(actor_name: str, broker: dramatiq.Broker, settings: Settings, workf
             record_failure(workflow, delivery, STEP_BY_ACTOR[actor_name], error)
             raise
         STEP_RESULTS.labels(actor_name, str(result)).inc()
+        log.debug("%s %s: %s", actor_name, exchange_id, result)  # harness/worker_logs.py reads this line
         if result is StepResult.SKIPPED:  # at-least-once delivery at work: harmless, and worth counting
             log.info("%s %s: %s", actor_name, exchange_id, DUPLICATE_LOG)
-        else:
-            log.debug("%s %s: %s", actor_name, exchange_id, result)
 
     run.__name__ = run.__qualname__ = actor_name
     return dramatiq.actor(run, actor_name=actor_name, broker=broker, **actor_options(settings))
