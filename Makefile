@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-relay bench-chaos bench-e2e bench-cluster browser pgbouncer netns-tools
+.PHONY: run test test-fast screenshots lint bench-relay bench-chaos bench-e2e bench-cluster browser pgbouncer netns-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,9 +36,28 @@ netns-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null; } || \
 		echo "iptables is not installed: the cluster test will be skipped (it fails in CI)"
 
+# Test workers side by side (pytest-xdist). Most of the suite waits (leases, processes starting,
+# receivers retrying) rather than computes, so more workers than the 2 cores overlap the waits;
+# measured on 2 cores in README.md ("Two commands"). Each worker has its own database, Redis
+# database, queue names and ports (tests/conftest.py).
+TEST_WORKERS ?= 4
+# Tests that start nothing but threads: no process, browser or network namespace.
+FAST_TESTS := not process and not browser and not netns and not serial
+
+# Every test: the parallel run, then the `serial` ones alone (they need the machine to themselves).
 test: $(STAMP) browser pgbouncer netns-tools
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not serial" --durations=20
+	$(BIN)/pytest -m serial --durations=5
+
+# The inner loop: the tests that need no process, browser or namespace (in-process PostgreSQL,
+# SQLite, Redis and RabbitMQ tests included).
+test-fast: $(STAMP)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "$(FAST_TESTS)" -q
+
+# Take the README's pictures in docs/ again from the pages as the browser tests render them.
+screenshots: $(STAMP) browser
+	DOCS_SCREENSHOTS=1 $(BIN)/pytest -n $(TEST_WORKERS) -m browser -q
 
 bench-relay: $(STAMP)
 	$(BIN)/python -m bench.relay

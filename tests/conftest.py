@@ -1,4 +1,10 @@
-"""Fixtures per backend: a fresh PostgreSQL database per test run, a SQLite file, Redis.
+"""Fixtures per backend: a fresh PostgreSQL database per test worker, a SQLite file, Redis.
+
+Tests run side by side (pytest-xdist, `make test`): each worker has its own PostgreSQL
+database, its own Redis database, queue names of its own (tests.support.outbox_rows.unique_queue)
+and its own share of the private ports (harness.net). A test that starts a process, a browser
+or network namespaces says so with its marker (`process`, `browser`, `netns`: setup.cfg), so
+that `make test-fast` can leave it out; one that starts a process unmarked fails.
 
 A test that needs a server fails in CI (CI=true) when the server is missing, and is
 skipped with the reason on a developer's machine.
@@ -6,12 +12,16 @@ skipped with the reason on a developer's machine.
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -20,6 +30,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from app import create_app
+from harness.slots import current_slot
 from infra import migrate
 from infra.database import make_engine
 from models import Base
@@ -35,9 +46,69 @@ pytest_plugins = ["tests.support.relay_redis", "tests.support.ops_client", "test
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: This worker's slot among the parallel test workers (gw0, gw1, ...; "main" without xdist).
+SLOT = current_slot()
+#: Redis keeps 16 databases: 1-15 are the test workers' (0 is left to whoever runs by hand).
+REDIS_TEST_DATABASES = 15
+REDIS_URL = urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))._replace(
+    path=f"/{1 + SLOT.index % REDIS_TEST_DATABASES}").geturl()
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+#: The markers of tests that start processes of their own (setup.cfg says what each means).
+PROCESS_MARKERS = ("process", "browser", "netns")
+
+
+@contextmanager
+def processes_refused_unless_marked(item: pytest.Item) -> Iterator[list[str]]:
+    """While an unmarked test sets up, runs and tears down (its module's and session's fixtures
+    included), starting a process raises; the commands tried are listed for the hook to fail on."""
+    started: list[str] = []
+    if any(item.get_closest_marker(name) for name in PROCESS_MARKERS):
+        yield started
+        return
+    original = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen, args: object, *_: object, **__: object) -> None:
+        started.append(repr(args)[:200])
+        raise RuntimeError(f"this test starts a process ({started[-1]}): mark it `process`")
+
+    subprocess.Popen.__init__ = refuse  # type: ignore[method-assign]
+    try:
+        yield started
+    finally:
+        subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start processes first: they mostly wait, so handed out early to the
+    parallel workers their waits overlap the rest's computing instead of ending the run alone."""
+    items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in PROCESS_MARKERS))
+
+
+def _refusing_processes(item: pytest.Item) -> Iterator[None]:
+    with processes_refused_unless_marked(item) as started:
+        yield
+    if started:  # even where the code under test swallowed the error
+        pytest.fail(f"started a process without the `process` marker: {started}")
+
+
+# `make test-fast` chooses its tests by these markers: an unmarked test that starts a process
+# fails in the phase that started it (a module's fixtures start in its first test's set-up).
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    yield from _refusing_processes(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    yield from _refusing_processes(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    yield from _refusing_processes(item)
 
 
 def unavailable(what: str, error: Exception) -> None:
@@ -53,12 +124,24 @@ def unavailable(what: str, error: Exception) -> None:
 PGBOUNCER_URL = os.environ.get("TEST_PGBOUNCER_URL", "")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def each_password_hashed_once() -> Iterator[None]:
+    """scrypt costs 0.1 s of CPU per hash by design, and the suite makes a thousand customers with
+    a few passwords: each password is hashed once per worker. What is stored is still a real
+    scrypt hash, checked at sign-in as in production; only its salt repeats between tests."""
+    from services import credentials
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(credentials, "generate_password_hash", functools.cache(credentials.generate_password_hash))
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of this run's own, created and migrated here, dropped at the end (through
     TEST_PGBOUNCER_URL, if set, once it is migrated)."""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"fx_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"fx_test_{SLOT.name}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -222,6 +222,7 @@ def test_a_key_revoked_by_the_service_is_refused_from_the_next_request_on(
     assert not revoke_api_key(engine, customer.api_key.split("_")[1])  # revoking twice changes nothing
 
 
+@pytest.mark.process
 def test_a_key_revoked_with_the_cli_is_refused_and_other_keys_keep_working(
     app: Flask, client: FlaskClient, engine: Engine, customer: ApiCustomer, funded_account: uuid.UUID
 ) -> None:
@@ -379,6 +380,7 @@ def test_api_keys_and_passwords_never_reach_the_logs_or_error_bodies(
         assert "other-password" not in text
 
 
+@pytest.mark.process
 def test_the_cli_prints_a_new_key_once_and_the_database_keeps_only_its_hash(
     engine: Engine, customer: ApiCustomer
 ) -> None:

@@ -13,6 +13,7 @@ from infra.waking_redis import WakingRedisBroker
 from jobs.broker import build_broker
 from outbox.publisher import RedisPipelinePublisher
 from settings import Settings
+from tests.conftest import REDIS_URL
 from tests.support.workers import fresh_queue
 
 #: An idle poll this long would outlast any test: a message that arrives sooner was woken for.
@@ -35,9 +36,9 @@ def _message(queue: str) -> Message:
 
 
 def test_the_project_broker_for_a_redis_url_is_the_waking_one() -> None:
-    broker = build_broker(Settings(broker_url="redis://127.0.0.1:6379/10"))
+    broker = build_broker(Settings(broker_url=REDIS_URL))
     assert isinstance(broker, WakingRedisBroker)
-    plain = build_broker(Settings(broker_url="redis://127.0.0.1:6379/10", broker_wakeups=False))
+    plain = build_broker(Settings(broker_url=REDIS_URL, broker_wakeups=False))
     assert not isinstance(plain, WakingRedisBroker)
 
 
@@ -45,7 +46,16 @@ def test_an_idle_consumer_at_its_longest_backoff_is_woken_by_an_enqueue(broker_a
     broker, queue = broker_and_queue
     consumer = broker.consume(queue, prefetch=1, timeout=LONG_POLL_MS)
     consumer.misses = 32  # as after a long idle spell: the next wait is the full LONG_POLL_MS
-    woken = threading.Event()
+    woken, fetched_empty = threading.Event(), threading.Event()
+    fetch = broker.do_fetch
+
+    def observed_fetch(*args: object) -> list:
+        found = fetch(*args)
+        if not found:
+            fetched_empty.set()
+        return found
+
+    broker.do_fetch = observed_fetch  # type: ignore[method-assign]
 
     def idle_wait() -> None:
         assert next(consumer) is None  # an empty fetch, then the wait
@@ -53,6 +63,9 @@ def test_an_idle_consumer_at_its_longest_backoff_is_woken_by_an_enqueue(broker_a
 
     waiter = threading.Thread(target=idle_wait, daemon=True)
     waiter.start()
+    # Enqueue only after the empty fetch: sooner, the fetch would find the message and no wait
+    # would be tested (the race this waits out was seen under a parallel run's load).
+    assert fetched_empty.wait(GIVE_UP_SECONDS), "the consumer never fetched"
     broker.enqueue(_message(queue))
     assert woken.wait(GIVE_UP_SECONDS), "the enqueue did not end the consumer's idle wait"
     assert consumer.misses == 0  # the wake-up resets the backoff

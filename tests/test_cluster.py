@@ -21,10 +21,15 @@ from harness.netns import PREFIX, sh
 from harness.processes import PROJECT_ROOT
 from tests.conftest import IN_CI
 
-pytestmark = [pytest.mark.slow]
-
-#: Minutes the run may take at most (it takes about one): a hang fails, it does not block CI.
+#: Seconds the run may take at most (it takes about 70): a hang fails, it does not block CI.
 RUN_TIMEOUT_SECONDS = 600
+#: pytest-timeout's bound on the test that sets the run up: past the run's own bound and its
+#: SIGTERM clean-up, so the run always gets to remove its namespaces.
+PYTEST_TIMEOUT_SECONDS = RUN_TIMEOUT_SECONDS + 120
+
+# Serial: three RabbitMQ nodes, a PostgreSQL and twelve roles need the machine to themselves.
+pytestmark = [pytest.mark.process, pytest.mark.netns, pytest.mark.serial,
+              pytest.mark.timeout(PYTEST_TIMEOUT_SECONDS)]
 
 
 def require_machine() -> None:

@@ -1,6 +1,6 @@
 """In headless Chromium, a customer's exchange page off the happy path: a delayed exchange says so and
 keeps refreshing; a refunded one gives its reason; a parked one says what to expect and stops
-refreshing. Each is saved as docs/customer-<kind>.png for the README."""
+refreshing. Each is docs/customer-<kind>.png in the README (`make screenshots`)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from services.accounts import open_account
 from services.credentials import create_customer
 from services.workflow import Workflow
 from tests.ops_support import credit_retrying, exchange_in, make_workflow
-from tests.support.browser import served
+from tests.support.browser import keep_for_docs, served
 from tests.test_portal_browser import PAGE_TIMEOUT_MS, browser, png_size  # noqa: F401 - the browser fixture
 from tests.workflow_support import bank_server
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+pytestmark = pytest.mark.browser
+
 EMAIL, PASSWORD = "grace@example.com", "a long enough password"
 
 
@@ -61,7 +62,7 @@ CASES: dict[str, tuple[Callable[[Workflow, uuid.UUID], uuid.UUID], str, bool]] =
 
 @pytest.mark.parametrize("kind", list(CASES))
 def test_a_customer_sees_where_an_unhappy_exchange_stands_and_what_comes_next(
-        customer_site: Customer, browser: Any, kind: str) -> None:  # noqa: F811 - the browser fixture
+        customer_site: Customer, browser: Any, kind: str, tmp_path: Path) -> None:  # noqa: F811 - the browser fixture
     from playwright.sync_api import expect
 
     make, says, refreshes = CASES[kind]
@@ -82,8 +83,8 @@ def test_a_customer_sees_where_an_unhappy_exchange_stands_and_what_comes_next(
         expect(page.locator("#ended")).to_have_text("refunded")
         expect(page.locator(".steps span.done")).to_have_count(2)  # accepted and rate fixed; debited is where it ended
 
-    shot = DOCS / f"customer-{kind}.png"
-    DOCS.mkdir(exist_ok=True)
+    shot = tmp_path / f"customer-{kind}.png"
     page.screenshot(path=str(shot), full_page=True)
+    keep_for_docs(shot)
     width, _ = png_size(shot.read_bytes())
     assert width == 1000

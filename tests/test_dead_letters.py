@@ -172,6 +172,7 @@ def test_with_the_broker_unreachable_the_page_and_metrics_say_unknown_not_zero(e
     assert sample(client, "fx_dead_letters") is None
 
 
+@pytest.mark.browser
 def test_a_dead_letter_renders_in_a_browser_with_its_traceback_and_actions(poisoned: Poisoned, tmp_path: Path) -> None:
     real = poisoned.letters["real"]
     with served(poisoned.ops.application) as url:

@@ -27,7 +27,7 @@ from services.accounts import open_account
 from services.credentials import Role, create_customer, issue_api_key
 from tests.support.redis_topology import redis_topology
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.redis]
 
 SETTLE_TIMEOUT_SECONDS = 60.0
 

@@ -17,7 +17,7 @@ from harness.processes import PROJECT_ROOT, Process, clean_environment
 FLASK = str(Path(sys.executable).with_name("flask"))
 DEMO_LINE = re.compile(r"^(\w+ \w+): account ([0-9a-f-]{36})  login (\S+) / \S+  API key (fxk_\S+)$", re.MULTILINE)
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process
 
 
 def test_make_run_takes_the_port_from_the_command_line() -> None:

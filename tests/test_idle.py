@@ -2,7 +2,9 @@
 per poll interval, whatever else commits on its engine (heartbeats, its own empty batches).
 
 The bound is measured, not guessed: the statements of one empty batch and of one housekeeping
-pass, times the intervals the window spans. A relay that woke itself would run thousands.
+pass, times the poll cycles the relay was seen to run. Counting cycles alone would let a relay
+that woke itself pass (thousands of cycles, each within the bound), so every wait is also
+checked: none woken, each a poll interval long.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, text
 
+from harness.waits import wait_until
 from infra.database import is_postgres
 from ops.processes import Heartbeat, ProcessRole
 from outbox import writer
@@ -30,11 +33,39 @@ INTERVALS = 10
 #: Short enough to notice at once whether a commit woke the waiter.
 SHORT_WAIT_SECONDS = 0.2
 RELAY_THREAD = "idle-relay"
+HEARTBEAT_THREAD = f"heartbeat-{ProcessRole.WORKER}"
 STATEMENTS = "before_cursor_execute"
+#: Bound on waiting for INTERVALS poll cycles (a second, unloaded), so a relay that never waits fails.
+CYCLES_WITHIN_SECONDS = 60.0
 
 
 def waiter_for(engine: Engine) -> Waiter:
     return ListenWaiter(engine) if is_postgres(engine) else PollWaiter(engine)
+
+
+class WatchedWaiter:
+    """`inner`, noting each wait the relay makes: whether it was woken, and how long it took."""
+
+    def __init__(self, inner: Waiter) -> None:
+        self.inner = inner
+        self.started = 0
+        self.waits: list[tuple[bool, float]] = []
+
+    def wait(self, timeout_seconds: float) -> bool:
+        self.started += 1
+        began = time.monotonic()
+        woken = self.inner.wait(timeout_seconds)
+        self.waits.append((woken, time.monotonic() - began))
+        return woken
+
+    def prepare(self) -> None:
+        self.inner.prepare()
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(engine: Engine) -> None:
@@ -46,22 +77,38 @@ def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(eng
         probe.housekeeping()
     assert per_batch[0] >= 1
 
-    waiter = waiter_for(engine)
+    waiter = WatchedWaiter(waiter_for(engine))
     relay = Relay(engine, BrokerPublisher(StubBroker(middleware=[])), config, waiter=waiter)
     beat = Heartbeat(engine, ProcessRole.WORKER, interval_seconds=POLL_SECONDS / 4)
-    with counting(engine, STATEMENTS, RELAY_THREAD) as counted:
+    with counting(engine, STATEMENTS, RELAY_THREAD) as counted, counting(engine, "commit", HEARTBEAT_THREAD) as beats:
+
+        def cycled() -> list[tuple[bool, float]] | None:
+            """The waits so far, once there are INTERVALS of them, with heartbeats committed meanwhile."""
+            waits = list(waiter.waits)
+            return waits if len(waits) >= INTERVALS and beats[0] >= INTERVALS else None
+
         loop = threading.Thread(target=relay.run, name=RELAY_THREAD, daemon=True)
         loop.start()
         beat.start()  # another process role committing on the same engine, four times per interval
         try:
-            time.sleep(INTERVALS * POLL_SECONDS)
+            # Poll cycles, not wall-clock time: a loaded machine only makes the window longer.
+            waits = wait_until(cycled, CYCLES_WITHIN_SECONDS,
+                               lambda: f"{INTERVALS} poll waits and heartbeats ({len(waiter.waits)}, {beats[0]})")
         finally:
             beat.stop()
             relay.stop()
             loop.join()
             waiter.close()
-    bound = (INTERVALS + 2) * per_batch[0] + per_housekeeping[0]
-    assert 0 < counted[0] <= bound, f"{counted[0]} statements in {INTERVALS} poll intervals (bound {bound})"
+    # No commit here wrote a message, so no wait may end woken; each must have slept its interval
+    # (a lower bound, which a loaded machine cannot break; half of it, for timer granularity).
+    woken = sum(1 for was_woken, _ in waits if was_woken)
+    assert woken == 0, f"an idle relay was woken in {woken} of {len(waits)} waits"
+    short = sorted(seconds for _, seconds in waits if seconds < POLL_SECONDS / 2)
+    assert not short, f"{len(short)} of {len(waits)} waits shorter than half the poll interval: {short[:5]}"
+    assert relay.totals["failed_batches"] == 0
+    # One batch per wait begun (the last one ended by stop()), and one housekeeping pass.
+    bound = (waiter.started + 1) * per_batch[0] + per_housekeeping[0]
+    assert 0 < counted[0] <= bound, f"{counted[0]} statements in {waiter.started} poll cycles (bound {bound})"
 
 
 def test_the_embedded_waiter_is_woken_by_a_commit_that_wrote_a_message_and_by_no_other(sqlite_engine: Engine) -> None:

@@ -48,14 +48,19 @@ def test_one_batch_verdict_accepts_every_packet_up_to_an_id() -> None:
     assert struct.unpack_from(">II", message, 24) == (netem.NF_ACCEPT, 99)
 
 
-@pytest.fixture
-def two_hosts() -> Iterator[Network]:
+def require_namespaces() -> None:
+    """Skip without the tools on a developer's machine; fail in CI, where they must be there."""
     missing = missing_tools()
     if missing:
         message = f"network namespaces need {', '.join(missing)}"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[Network]:
+    require_namespaces()
     network = Network.of(["a", "b"]).create()
     server = subprocess.Popen([*network.exec_prefix("b"), sys.executable, "-c", ECHO], stdout=subprocess.PIPE,
                               text=True)
@@ -74,6 +79,7 @@ def reaches(network: Network, timeout: float = 2.0) -> bool:
     return network.run("a", sys.executable, "-c", probe).strip() == "pong"
 
 
+@pytest.mark.netns
 def test_two_hosts_talk_over_their_own_addresses_and_a_partition_cuts_them_until_healed(two_hosts: Network) -> None:
     assert reaches(two_hosts)
     two_hosts.partition(["a"], ["b"])
@@ -82,6 +88,7 @@ def test_two_hosts_talk_over_their_own_addresses_and_a_partition_cuts_them_until
     assert reaches(two_hosts)
 
 
+@pytest.mark.netns
 def test_the_delay_reader_passes_every_packet_and_a_dead_reader_passes_them_undelayed(two_hosts: Network) -> None:
     readers = [subprocess.Popen(two_hosts.netem_command(h, 50), stdout=subprocess.PIPE, text=True)
                for h in two_hosts.hosts]
@@ -101,9 +108,9 @@ def test_the_delay_reader_passes_every_packet_and_a_dead_reader_passes_them_unde
     two_hosts.restore()
 
 
+@pytest.mark.netns
 def test_namespaces_a_dead_run_left_behind_are_removed() -> None:
-    if missing_tools():
-        pytest.skip("network namespaces need root and ip")
+    require_namespaces()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     leftover = f"{PREFIX}{dead.pid}-host"

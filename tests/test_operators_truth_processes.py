@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -35,7 +34,7 @@ from tests.conftest import settings_for
 from tests.support.metrics import metric
 from tests.support.redis_topology import redis_topology
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.redis]
 
 #: Short operator timings: a beat a second, dead after 3 s without one, stuck after 3 s without progress.
 TIMINGS = {"HEARTBEAT_INTERVAL_SECONDS": "0.5", "PROCESS_DEAD_AFTER_SECONDS": "3", "STUCK_AFTER_SECONDS": "3",
@@ -72,6 +71,11 @@ def exchanges(topo: Topology, count: int) -> list[uuid.UUID]:
                             queue=topo.queue).exchange_id for _ in range(count)]
 
 
+def requeued(topo: Topology) -> set[uuid.UUID]:
+    """The exchanges the reconciler has re-sent."""
+    return {e.exchange_id for e in timeline(topo.engine) if e.step == "reconciler" and e.outcome == "requeued"}
+
+
 def assert_money_whole(topo: Topology) -> None:
     report = invariants.check(topo.engine, bank=topo.bank_client(), settled=True)
     assert report.ok, f"{report}\n{topo.describe()}"
@@ -92,13 +96,20 @@ def test_with_every_worker_dead_the_stuck_count_holds_in_every_sample_and_the_wo
                "the killed worker to count as dead")
     assert 'id="alarm-worker"' in operator.get("/ops/").get_data(as_text=True)
 
-    time.sleep(STUCK_AFTER_SECONDS + 0.5)  # past the threshold: every sample from here on counts them
-    samples = []
-    for _ in range(SAMPLES):  # the reconciler re-sends them meanwhile (every 0.5 s); that is no progress
+    wait_until(lambda: metric(operator, "fx_exchanges_stuck", state="pending") == len(ids),
+               STUCK_AFTER_SECONDS + SETTLE_TIMEOUT_SECONDS, "the exchanges to count as stuck")
+    # From here on every sample counts them, also after the reconciler has re-sent each one:
+    # a re-send is no progress. Sample until SAMPLES of them and one taken after every re-send.
+    samples: list[float] = []
+
+    def sampled_past_the_resends() -> bool:
+        resent = requeued(topology) >= set(ids)  # read before the sample, so the sample comes after
         samples.append(metric(operator, "fx_exchanges_stuck", state="pending"))
-        time.sleep(0.5)
-    assert samples == [len(ids)] * SAMPLES
-    assert any(e.step == "reconciler" and e.outcome == "requeued" for e in timeline(topology.engine))
+        return resent and len(samples) >= SAMPLES
+
+    wait_until(sampled_past_the_resends, SETTLE_TIMEOUT_SECONDS,
+               lambda: f"the reconciler to re-send every stuck exchange (samples {samples})", interval=0.5)
+    assert samples == [len(ids)] * len(samples)
 
     worker.start()  # the documented fix: start a worker
     states = wait_settled(topology, SETTLE_TIMEOUT_SECONDS)
@@ -143,8 +154,7 @@ def test_a_flushed_broker_queue_is_made_good_by_the_reconciler_and_the_timeline_
     topology.start_reconciler()
 
     assert wait_settled(topology, SETTLE_TIMEOUT_SECONDS) == {"completed": len(ids)}
-    requeued = {e.exchange_id for e in timeline(topology.engine) if e.step == "reconciler" and e.outcome == "requeued"}
-    assert requeued == set(ids)
+    assert requeued(topology) == set(ids)
     html = operator.get(f"/ops/exchanges/{ids[0]}").get_data(as_text=True)
     assert "requeued" in html
     assert relay.describe()

@@ -34,6 +34,8 @@ from tests.ops_support import age, exchange_in, make_workflow, row_of
 from tests.support.browser import chromium_binary, dump_dom, screenshot, served
 from tests.workflow_support import bank_server, drive, run_step
 
+pytestmark = pytest.mark.browser
+
 #: Tall enough to show the processes table below the trouble lists.
 DASHBOARD_WINDOW = (1280, 2300)
 STUCK_AFTER = timedelta(minutes=2)

@@ -34,7 +34,7 @@ from tests.conftest import IN_CI
 from tests.support.pgbouncer import pgbouncer_binary, running_pgbouncer
 from tests.support.redis_topology import redis_topology
 
-pytestmark = [pytest.mark.postgres]
+pytestmark = [pytest.mark.postgres, pytest.mark.process]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The PostgreSQL tests the suite runs again through PgBouncer (test_the_postgresql_tests_...).
@@ -42,6 +42,9 @@ THROUGH_PGBOUNCER = ("tests/test_workflow.py", "tests/test_step_graph.py", "test
                      "tests/test_idempotency.py", "tests/test_exchange_atomicity.py",
                      "tests/test_exchange_concurrency.py", "tests/test_idle.py", "tests/test_relay.py",
                      "tests/test_smoke_api.py")
+#: The nested run's bound (it takes about 30 s): inside pytest-timeout's 300 s (setup.cfg), so a
+#: hang fails this test and kills the nested run, rather than being killed with it still running.
+NESTED_RUN_TIMEOUT_SECONDS = 240
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,6 @@ def pooled_topology(pg_engine: Engine, postgres_url: str, pgbouncer_port: int, t
         yield topo
 
 
-@pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.parametrize("direct_send", ["1", "0"], ids=["web sends first", "relay sends all"])
 def test_exchanges_go_through_pgbouncer_web_relay_and_workers_with_the_relay_listening_direct(
@@ -121,11 +123,11 @@ def test_exchanges_go_through_pgbouncer_web_relay_and_workers_with_the_relay_lis
     assert report.ok, f"{report}\n{topo.describe()}"
 
 
-@pytest.mark.slow
 def test_the_postgresql_tests_pass_through_pgbouncer_in_transaction_mode(pgbouncer_port: int) -> None:
     env = {**os.environ, "TEST_PGBOUNCER_URL": f"postgresql+psycopg://postgres@127.0.0.1:{pgbouncer_port}/postgres"}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not sqlite",
-                          *THROUGH_PGBOUNCER], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          *THROUGH_PGBOUNCER], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=NESTED_RUN_TIMEOUT_SECONDS)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     # Every one ran (a database it could not reach would have skipped it): its own database,

@@ -4,7 +4,7 @@ The app runs as `make run` runs it (embedded.py): a real HTTP server, the outbox
 an in-process Dramatiq worker as threads, the bank service on a free port, all on one
 SQLite file. A customer signs in, asks for a quote through the form, confirms it, and watches its
 page (it refreshes itself) until the exchange is `completed`. The screenshot of the
-balances afterwards is docs/portal.png, shown in the README.
+balances afterwards is docs/portal.png in the README (`make screenshots`).
 """
 
 from __future__ import annotations
@@ -29,16 +29,17 @@ from app import create_app
 from harness.wsgi import serving
 from services.accounts import open_account
 from services.credentials import create_customer
+from tests.support.browser import keep_for_docs
 from tests.workflow_support import bank_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.process, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "portal.png"
+SCREENSHOT = "portal.png"
 #: The quote the customer confirms, before the exchange exists.
-QUOTE_SCREENSHOT = SCREENSHOT.with_name("customer-quote.png")
+QUOTE_SCREENSHOT = "customer-quote.png"
 #: Bounds, not expectations: the exchange completes in a few seconds; a loaded machine may take far longer.
 COMPLETED_WITHIN_MS = 90_000
 PAGE_TIMEOUT_MS = 30_000
@@ -119,7 +120,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_a_customer_signs_in_exchanges_through_the_form_and_watches_it_complete(
-    portal: Portal, browser: Any
+    portal: Portal, browser: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -152,8 +153,10 @@ def test_a_customer_signs_in_exchanges_through_the_form_and_watches_it_complete(
     expect(page.locator("#quote-pay")).to_have_text("250.00 CAD")
     expect(page.locator("#quote-get")).to_have_text("182.75 USD")
     expect(page.locator("#quote-rate")).to_have_text("0.731 USD per CAD")
-    page.screenshot(path=str(QUOTE_SCREENSHOT), full_page=True)
-    assert len(QUOTE_SCREENSHOT.read_bytes()) > MIN_SCREENSHOT_BYTES // 2
+    quote_shot = tmp_path / QUOTE_SCREENSHOT
+    page.screenshot(path=str(quote_shot), full_page=True)
+    assert len(quote_shot.read_bytes()) > MIN_SCREENSHOT_BYTES // 2
+    keep_for_docs(quote_shot)
     page.click("#confirm")
 
     page.wait_for_url(f"{portal.url}/exchanges/*")
@@ -172,9 +175,10 @@ def test_a_customer_signs_in_exchanges_through_the_form_and_watches_it_complete(
     expect(balances).to_contain_text("2682.75")
     expect(page.locator(f'a[href="{exchange_url.removeprefix(portal.url)}"]')).to_have_text("250.00 CAD → 182.75 USD")
 
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    data = SCREENSHOT.read_bytes()
+    shot = tmp_path / SCREENSHOT
+    page.screenshot(path=str(shot), full_page=True)
+    data = shot.read_bytes()
     width, height = png_size(data)
     assert width == 1100 and height >= 600
     assert len(data) > MIN_SCREENSHOT_BYTES
+    keep_for_docs(shot)

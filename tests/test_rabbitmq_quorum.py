@@ -33,6 +33,7 @@ from services.workflow import Workflow
 from settings import Settings
 from tests.conftest import RABBITMQ_URL, unavailable
 from tests.ops_support import handing_off
+from tests.support.outbox_rows import unique_queue
 from tests.workflow_support import state_of
 
 pytestmark = [pytest.mark.rabbitmq]
@@ -40,7 +41,7 @@ pytestmark = [pytest.mark.rabbitmq]
 
 @pytest.fixture
 def queue() -> str:
-    return f"fx-quorum-{uuid.uuid4().hex[:10]}"
+    return unique_queue("fx-quorum")
 
 
 @pytest.fixture

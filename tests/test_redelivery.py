@@ -28,7 +28,7 @@ from harness.worker_logs import worker_process_pid
 from services.accounts import open_account
 from tests.support.zombies import Scene, exchange_row, start_exchange
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.redis]
 
 #: The broker settings this test relies on, passed to every worker (they are also the
 #: project's test settings, FAST_WORKFLOW_ENV). Dramatiq's Redis broker gives a dead

@@ -38,7 +38,7 @@ from tests.support.outbox_rows import (
     unpublished_ids,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.process, pytest.mark.postgres]
 
 #: Deadline for a relay to publish what a test wrote; generous, so only a stuck relay fails it.
 DRAIN_TIMEOUT_SECONDS = 90.0

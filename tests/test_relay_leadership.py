@@ -26,15 +26,20 @@ pytestmark = pytest.mark.postgres
 LEASE = timedelta(seconds=1)
 POLL_SECONDS = 0.1
 WAIT_SECONDS = 20.0
+#: Tries of the lease (one per poll interval) a standby is seen to make before it is judged.
+STANDBY_TRIES = 3
 
 
 def test_only_one_of_two_relays_holds_the_lease_and_the_other_takes_it_once_it_expires(pg_engine: Engine) -> None:
     first, second = Leadership(pg_engine, lease=LEASE), Leadership(pg_engine, lease=LEASE)
+    taken = time.monotonic()
     assert first.hold() is True
     assert second.hold() is False
     assert first.hold() is True  # within its trust window: no query at all
-    time.sleep(LEASE.total_seconds() * 1.1)  # the holder froze: it renewed nothing
-    assert second.hold() is True
+    # The holder froze: it renews nothing. The second takes the lease at its first try after it ran out,
+    # and not before: a whole lease after the first took it.
+    wait_until(second.hold, WAIT_SECONDS, "the frozen holder's lease to expire")
+    assert time.monotonic() - taken >= LEASE.total_seconds()
     assert first.hold() is False  # woken, it finds the lease taken before its next batch
     second.release()
     assert first.hold() is True  # a clean stop hands over at once
@@ -69,11 +74,14 @@ def test_the_standby_runs_no_batches_and_publishes_once_the_active_relay_stops(p
     broker = StubBroker(middleware=[])
     broker.declare_queue("leader")
     batches: dict[str, int] = {"a": 0, "b": 0}
+    lease_tries: dict[str, int] = {"a": 0, "b": 0}
 
     def count(conn: object, cursor: object, statement: str, *_: object) -> None:
         name = threading.current_thread().name
         if name in batches and "FOR UPDATE SKIP LOCKED" in statement:
             batches[name] += 1
+        if name in lease_tries and statement.startswith("UPDATE relay_leases"):
+            lease_tries[name] += 1
 
     event.listen(pg_engine, "before_cursor_execute", count)
     try:
@@ -83,7 +91,10 @@ def test_the_standby_runs_no_batches_and_publishes_once_the_active_relay_stops(p
                 for n in range(5):
                     write(pg_engine, n)
                 wait_until(lambda: unpublished(pg_engine) == 0, WAIT_SECONDS, "the active relay to publish")
-                time.sleep(POLL_SECONDS * 5)
+                # Only a standby seen to look for the lease, again and again, proves it stands by.
+                tried = lease_tries["b"]
+                wait_until(lambda: lease_tries["b"] >= tried + STANDBY_TRIES, WAIT_SECONDS,
+                           lambda: f"the standby to try the lease {STANDBY_TRIES} more times ({lease_tries})")
                 assert batches["b"] == 0 and b.totals["published"] == 0  # standing by: no batch, no LISTEN
                 assert a.totals["published"] == 5
     finally:

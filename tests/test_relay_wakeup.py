@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -27,6 +27,7 @@ from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, select, text
 
+from harness.waits import wait_until
 from infra.database import is_postgres, make_engine
 from models import outbox_messages
 from outbox import writer
@@ -41,8 +42,6 @@ ACTOR = "convert"
 LONG_WAIT_SECONDS = 30.0
 #: Bound on waiting for an outcome, shorter than LONG_WAIT_SECONDS so a poll cannot pass for a wake-up.
 DEADLINE_SECONDS = 20.0
-
-T = TypeVar("T")
 
 
 def tagged(engine: Engine) -> Engine:
@@ -64,18 +63,6 @@ def listen_waiter(listening_engine: Engine) -> Iterator[ListenWaiter]:
     waiter = ListenWaiter(listening_engine)
     yield waiter
     waiter.close()
-
-
-def eventually(condition: Callable[[], T], what: str, timeout_seconds: float = DEADLINE_SECONDS) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout_seconds`."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def write(engine: Engine, queue: str, payload: dict[str, Any] | None = None) -> uuid.UUID:
@@ -173,13 +160,14 @@ def test_listen_waiter_listens_again_after_its_connection_is_terminated(
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed}).scalar_one()
 
     with caplog.at_level(logging.WARNING, logger="outbox.wakeup"):
-        eventually(
+        wait_until(
             lambda: listen_waiter.wait(0.1) is False and "LISTEN connection lost" in caplog.text,
+            DEADLINE_SECONDS,
             "the waiter to notice its connection is gone",
         )
 
     def insert_once_it_listens_again() -> None:
-        eventually(lambda: listener_pids(listening_engine) - {killed}, "a new LISTEN connection")
+        wait_until(lambda: listener_pids(listening_engine) - {killed}, DEADLINE_SECONDS, "a new LISTEN connection")
         write(pg_engine, queue)
 
     writer_thread = InThread(insert_once_it_listens_again, "writer")
@@ -206,7 +194,7 @@ def relay_running(engine: Engine, publisher: Publisher) -> Iterator[Relay]:
     loop = InThread(relay.run, "relay")
     try:
         if listening is not None:
-            eventually(lambda: listener_pids(listening), "the relay to LISTEN")
+            wait_until(lambda: listener_pids(listening), DEADLINE_SECONDS, "the relay to LISTEN")
         yield relay
     finally:
         relay.stop()
@@ -224,7 +212,7 @@ def test_a_running_relay_publishes_a_message_written_after_it_started_and_stops_
 
     with relay_running(engine, BrokerPublisher(broker)) as relay:
         message_id = write(engine, queue, {"n": 42})
-        eventually(lambda: is_published(engine, message_id), "the relay to publish the new row")
+        wait_until(lambda: is_published(engine, message_id), DEADLINE_SECONDS, "the relay to publish the new row")
 
     [message] = [Message.decode(data) for data in broker.queues[queue].queue]
     assert (message.message_id, message.kwargs) == (str(message_id), {"n": 42})
@@ -251,7 +239,7 @@ def daemon_env(database_url: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_the_relay_daemon_publishes_and_exits_cleanly_on_sigterm(
     pg_engine: Engine, listening_engine: Engine, redis_client: redis.Redis, queue: str, tmp_path: Path
 ) -> None:
@@ -271,10 +259,11 @@ def test_the_relay_daemon_publishes_and_exits_cleanly_on_sigterm(
             assert daemon.poll() is None, f"the daemon exited early:\n{log_path.read_text()}"
             return is_published(pg_engine, message_id)
 
-        eventually(lambda: published(before_start), "the daemon to publish the backlog")
-        eventually(lambda: listener_pids(listening_engine), "the daemon to LISTEN")
+        wait_until(lambda: published(before_start), DEADLINE_SECONDS, "the daemon to publish the backlog")
+        wait_until(lambda: listener_pids(listening_engine), DEADLINE_SECONDS, "the daemon to LISTEN")
         while_running = write(pg_engine, queue, {"n": 2})
-        eventually(lambda: published(while_running), "the daemon to publish a row written while it runs")
+        wait_until(lambda: published(while_running), DEADLINE_SECONDS,
+                   "the daemon to publish a row written while it runs")
 
         daemon.send_signal(signal.SIGTERM)
         exit_code = daemon.wait(timeout=DEADLINE_SECONDS)

@@ -7,7 +7,6 @@ hooks it as it hooks the real worker's broker, and a Dramatiq Worker runs the re
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from bank.client import BankClient
 from domain import states as machine
 from domain.fx import DEFAULT_USD_VALUES, TableRateProvider
 from domain.states import TERMINAL_STATES
+from harness.waits import wait_until
 from infra import observability
 from models import outbox_messages
 from outbox.publisher import TRACE_OPTION, BrokerPublisher
@@ -90,13 +90,17 @@ class System:
         self.broker.join(QUEUE, timeout=JOIN_TIMEOUT_MS)
         return published
 
-    def run_until_done(self, exchange_id: uuid.UUID, max_rounds: int = 20) -> str:
-        for _ in range(max_rounds):
-            if not self.relay_and_work():
-                time.sleep(0.05)  # a handed-off step that failed is due again a lease later
-            if state_of(self.engine, exchange_id) in TERMINAL_STATES and self.unpublished() == 0:
-                return state_of(self.engine, exchange_id)
-        raise AssertionError(f"exchange {exchange_id} is still {state_of(self.engine, exchange_id)}")
+    def run_until_done(self, exchange_id: uuid.UUID) -> str:
+        """Relay and work, round after round (a handed-off step that failed is due again a lease
+        later), until the exchange is in a final state with nothing left to publish."""
+
+        def done() -> bool:
+            self.relay_and_work()
+            return state_of(self.engine, exchange_id) in TERMINAL_STATES and self.unpublished() == 0
+
+        wait_until(done, WAIT_SECONDS, lambda: f"exchange {exchange_id} to finish "
+                   f"(still {state_of(self.engine, exchange_id)}, {self.unpublished()} unpublished)")
+        return state_of(self.engine, exchange_id)
 
     def unpublished(self) -> int:
         with self.engine.connect() as conn:

@@ -14,7 +14,7 @@ from harness.net import free_private_port
 from harness.processes import Process, clean_environment
 from harness.waits import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 

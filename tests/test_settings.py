@@ -58,6 +58,7 @@ def _run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, env={**environment, **env}, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("command", [
     [FLASK, "--app", "app", "relay", "status"],
     [sys.executable, "-c", "import jobs.worker"],

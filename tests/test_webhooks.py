@@ -19,6 +19,7 @@ from conftest import ApiCustomer
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select
 
+from harness.waits import wait_until
 from models import outbox_messages, webhook_attempts, webhook_deliveries
 from services.accounts import open_account
 from services.webhooks import signing
@@ -26,8 +27,15 @@ from services.webhooks.delivery import DeliveryBusy, deliver
 from services.webhooks.events import DELIVER_ACTOR
 from services.workflow import Workflow
 from tests.ops_support import events, exchange_in
-from tests.webhook_support import FAST, Receiver, receiver, run_deliveries
+from tests.webhook_support import FAST, Receiver, due_deliveries, receiver, run_deliveries
 from tests.workflow_support import drive
+
+# The receiver is a process of its own (tests/webhook_support.py).
+pytestmark = pytest.mark.process
+
+
+#: Bound on waiting for deliveries (their retries are due within a fraction of a second: FAST).
+WAIT_SECONDS = 20.0
 
 
 @pytest.fixture
@@ -56,8 +64,9 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_and_each_verifies_wit
         endpoint = register(client, hooks.url)
         made = one_of_each(wf, account)
         for _ in range(3):  # the receiver is down: each event fails, and is retried
-            assert set(run_deliveries(engine)) == {"retrying"}
-            time.sleep(0.02)
+            wait_until(lambda: len(due_deliveries(engine)) == len(made), WAIT_SECONDS,
+                       lambda: f"the {len(made)} retries to be due ({len(due_deliveries(engine))} are)")
+            assert run_deliveries(engine) == ["retrying"] * len(made)
         hooks.start(endpoint["secret"])
         until_all_delivered(engine)
 
@@ -85,15 +94,20 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_and_each_verifies_wit
         assert len(ids) == 5 and ids[-1] == str(later) and len(set(ids)) == 5
 
 
-def until_all_delivered(engine: Engine, rounds: int = 50) -> None:
-    for _ in range(rounds):
-        run_deliveries(engine)
+def until_all_delivered(engine: Engine) -> None:
+    """Run the due deliveries, round after round, until every one is delivered."""
+
+    def undelivered() -> int:
         with engine.connect() as conn:
-            if not conn.execute(select(func.count()).select_from(webhook_deliveries)
-                                .where(webhook_deliveries.c.status != "delivered")).scalar_one():
-                return
-        time.sleep(0.02)
-    raise AssertionError("some deliveries were never delivered")
+            return conn.execute(select(func.count()).select_from(webhook_deliveries)
+                                .where(webhook_deliveries.c.status != "delivered")).scalar_one()
+
+    def all_delivered() -> bool:
+        run_deliveries(engine)
+        return undelivered() == 0
+
+    wait_until(all_delivered, WAIT_SECONDS, lambda: f"every delivery to be delivered ({undelivered()} not yet)",
+               interval=0.02)
 
 
 @pytest.fixture
@@ -139,8 +153,7 @@ def test_every_attempt_is_listed_for_the_customer_and_a_replay_sends_the_same_ev
         exchange_id = exchange_in(wf, account, "completed")
         assert run_deliveries(engine) == ["retrying"]  # down
         hooks.start(endpoint["secret"])
-        time.sleep(0.02)
-        until_all_delivered(engine)
+        until_all_delivered(engine)  # runs the retry once it is due
 
         listed = client.get(f"/api/webhook-endpoints/{endpoint['id']}/deliveries").get_json()["data"]
         assert len(listed) == 1
@@ -169,11 +182,12 @@ def test_a_delivery_gives_up_after_its_schedule_and_says_so_on_the_timeline(
         register(client, never_started.url)
         exchange_id = exchange_in(wf, account, "completed")
         outcomes: list[str] = []
-        for _ in range(40):
-            outcomes += run_deliveries(engine)
-            if "failed" in outcomes:
-                break
-            time.sleep(0.015)
+
+        def given_up() -> bool:
+            outcomes.extend(run_deliveries(engine))
+            return "failed" in outcomes
+
+        wait_until(given_up, WAIT_SECONDS, lambda: f"the delivery to be given up (so far {outcomes})", interval=0.015)
     assert outcomes == ["retrying"] * 7 + ["failed"]  # eight attempts: the first and seven retries
     with engine.connect() as conn:
         assert conn.execute(select(webhook_deliveries.c.status)).scalar_one() == "failed"

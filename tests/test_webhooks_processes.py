@@ -29,7 +29,7 @@ from tests.test_workflow_processes import (  # noqa: F401 -- the fixture, shared
 )
 from tests.webhook_support import receiver
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.redis]
 
 #: A short webhook timeout makes the dead worker's lease short (2 x timeout + 5 s).
 WORKER_SETTINGS = {"WEBHOOK_TIMEOUT_SECONDS": "2"}

@@ -36,7 +36,7 @@ from services.exchanges import ExchangeRequest, create_exchange
 from tests.support.publishers import TwicePublisher
 from tests.support.redis_topology import redis_topology
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.redis]
 
 #: Deadline for a handful of exchanges to settle; generous, so only a stuck workflow fails it.
 SETTLE_TIMEOUT_SECONDS = 60.0

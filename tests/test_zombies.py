@@ -41,7 +41,7 @@ from tests.support.zombies import (
     start_exchange,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.redis]
 
 #: Deadline for the exchanges to settle; generous, so only a stuck workflow fails it.
 SETTLE_TIMEOUT_SECONDS = 60.0

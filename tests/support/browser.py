@@ -1,7 +1,8 @@
 """Headless Chromium against an app served over real HTTP: what it rendered and what it shows.
 
-`dump_dom` gives the DOM Chromium rendered; `screenshot` saves a PNG of the window into docs/
-for the README, after checking it is a real picture and not a blank page.
+`dump_dom` gives the DOM Chromium rendered; `screenshot` saves a PNG of the window, after
+checking it is a real picture and not a blank page. The README's pictures in docs/ are taken
+again only when asked (`make screenshots`): a test run leaves the checkout as it found it.
 """
 
 from __future__ import annotations
@@ -65,10 +66,15 @@ def screenshot(tmp_path: Path, url: str, name: str, window: tuple[int, int] = WI
     shot = tmp_path / name
     chromium(tmp_path, f"--screenshot={shot}", url, window=window)
     assert_png(shot, window)
-    DOCS.mkdir(exist_ok=True)
-    kept = DOCS / name
-    shutil.copyfile(shot, kept)
-    return kept
+    keep_for_docs(shot)
+    return shot
+
+
+def keep_for_docs(shot: Path) -> None:
+    """Copy a screenshot into docs/ for the README, under its own name, when DOCS_SCREENSHOTS=1."""
+    if os.environ.get("DOCS_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(shot, DOCS / shot.name)
 
 
 def assert_png(path: Path, window: tuple[int, int] = WINDOW) -> None:

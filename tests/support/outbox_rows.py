@@ -17,6 +17,7 @@ import pika.exceptions
 from sqlalchemy import Engine, func, select
 
 from harness import queues
+from harness.slots import current_slot
 from models import outbox_messages
 from outbox.writer import enqueue
 
@@ -27,8 +28,9 @@ NOT_FOUND = 404
 
 
 def unique_queue(prefix: str) -> str:
-    """A queue name no other test (or run) uses, so its broker keys are this test's alone."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+    """A queue name no other test (or run) uses, so its broker keys are this test's alone; it
+    starts with the test worker's name, so a leftover queue says whose it was."""
+    return f"{current_slot().name}-{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def insert_messages(engine: Engine, queue: str, count: int, *, per_transaction: int = 1_000) -> list[uuid.UUID]:

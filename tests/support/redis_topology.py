@@ -15,13 +15,12 @@ from harness.queues import forget_queue
 from harness.topology import Topology
 from tests.conftest import REDIS_URL, unavailable
 from tests.support.outbox_rows import unique_queue
-from tests.support.relay_redis import workflow_redis_url
 
 
 @contextmanager
 def redis_topology(engine: Engine, database_url: str, log_dir: Path, queue_prefix: str,
                    env: Mapping[str, str] = TEST_ENV) -> Iterator[Topology]:
-    redis_url = workflow_redis_url(REDIS_URL)
+    redis_url = REDIS_URL
     queue = unique_queue(queue_prefix)
     try:
         forget_queue(redis_url, queue)

@@ -57,7 +57,9 @@ def sentry(engine: Engine) -> Iterator[CollectingTransport]:
     assert not sentry_sdk.get_client().is_active(), "another test left Sentry running"
     transport = CollectingTransport()
     settings = settings_for(engine, sentry_dsn=OFFLINE_DSN, sentry_traces_sample_rate=1.0)
-    assert observability.init_sentry(settings, component="test", dramatiq=True, transport=transport)
+    # A release of its own: without one the SDK asks `git rev-parse` (a process) for it.
+    assert observability.init_sentry(settings, component="test", dramatiq=True, transport=transport,
+                                     release="fx-outbox-tests")
     try:
         yield transport
     finally:

@@ -15,12 +15,11 @@ from services.workflow import Workflow
 from settings import Settings
 from tests.conftest import REDIS_URL, unavailable
 from tests.support.outbox_rows import unique_queue
-from tests.support.relay_redis import workflow_redis_url
 
 
 def fresh_queue(label: str) -> tuple[str, str]:
     """(broker URL, queue name): a queue no other test uses, empty; skips (fails in CI) without Redis."""
-    broker_url, queue = workflow_redis_url(REDIS_URL), unique_queue(label)
+    broker_url, queue = REDIS_URL, unique_queue(label)
     try:
         forget_queue(broker_url, queue)
     except redis.RedisError as error:
