@@ -81,12 +81,6 @@ def processes_refused_unless_marked(item: pytest.Item) -> Iterator[list[str]]:
         subprocess.Popen.__init__ = original  # type: ignore[method-assign]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that start processes first: they mostly wait, so handed out early to the
-    parallel workers their waits overlap the rest's computing instead of ending the run alone."""
-    items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in PROCESS_MARKERS))
-
-
 def _refusing_processes(item: pytest.Item) -> Iterator[None]:
     with processes_refused_unless_marked(item) as started:
         yield
