@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.currencies import is_iso_currency
+from domain.egress import IPNetwork, parse_networks
 from errors import ConfigError
 
 #: The embedded default: a SQLite file beside the code, so `make run` needs no server.
@@ -128,6 +129,9 @@ class Settings:
     #: Seconds between delivery attempts after the first (Standard Webhooks' schedule: 27.6 h in all).
     webhook_retry_schedule: str = _env("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
     webhook_timeout_seconds: float = _env("WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1)
+    #: CIDR blocks, comma-separated, that webhooks may reach besides public addresses (a private
+    #: deployment's receivers; the tests' 127.0.0.1). Empty: public addresses only.
+    webhook_allowed_networks: str = _env("WEBHOOK_ALLOWED_NETWORKS", "")
     #: Redis only: each enqueue wakes the queue's idle consumers (infra/waking_redis.py);
     #: off, a consumer finds a message at its next poll, as Dramatiq's own does.
     broker_wakeups: bool = _env("BROKER_WAKEUPS", True)
@@ -150,8 +154,17 @@ class Settings:
                               "seconds separated by commas, e.g. 5,300,1800")
         return delays
 
+    @property
+    def webhook_networks(self) -> tuple[IPNetwork, ...]:
+        """WEBHOOK_ALLOWED_NETWORKS parsed (domain/egress.py); ConfigError naming a bad block."""
+        try:
+            return parse_networks(self.webhook_allowed_networks)
+        except ValueError as error:
+            raise ConfigError(f"WEBHOOK_ALLOWED_NETWORKS: {error}") from None
+
     def __post_init__(self) -> None:
         self.webhook_schedule  # noqa: B018 -- refuse a bad schedule at start, not at the first failure
+        self.webhook_networks  # noqa: B018 -- and a bad network list
         if not self.database_url.startswith(("postgresql", "postgres://", "sqlite://")):
             raise ConfigError(f"DATABASE_URL={self.database_url.split('@')[-1][:60]!r} is not a database URL this "
                               "app runs on: use postgresql://user@host:5432/db or sqlite:///path/fx.db")

@@ -14,6 +14,7 @@ from cli.context import engine, settings
 from errors import ClientError
 from services.credentials import customer_name
 from services.webhooks import delivery, endpoints, log
+from services.webhooks.egress import EgressPolicy
 
 
 @contextmanager
@@ -47,7 +48,8 @@ def register(app: Flask) -> None:
         if customer_name(engine(), customer_id) is None:
             raise click.ClickException(f"no customer {customer_id}")
         with _one_line():
-            _show_endpoint(endpoints.create_endpoint(engine(), customer_id, url, description), secret=True)
+            _show_endpoint(endpoints.create_endpoint(engine(), customer_id, url, description,
+                                                     egress=EgressPolicy(settings().webhook_networks)), secret=True)
 
     @webhooks_group.command("list")
     @click.option("--customer", "customer_id", type=click.UUID, default=None)

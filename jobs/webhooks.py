@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 
 import dramatiq
-import requests
 import sentry_sdk
 from sqlalchemy import Engine
 
 from jobs.actors import actor_options, worker_id
-from services.webhooks.delivery import DeliveryBusy, DeliveryConfig, deliver
+from services.webhooks.delivery import DeliveryBusy, DeliveryConfig, deliver, webhook_session
+from services.webhooks.egress import EgressPolicy
 from services.webhooks.events import DELIVER_ACTOR
 from settings import Settings
 
@@ -24,7 +24,7 @@ def declare_webhook_actor(broker: dramatiq.Broker, settings: Settings, engine: E
     """Its own schedule lives in the outbox (each failed attempt enqueues the next, delayed), so
     Dramatiq's retries only cover a worker that died mid-attempt or a database that did not answer."""
     config = delivery_config(settings)
-    http = requests.Session()
+    http = webhook_session(EgressPolicy(settings.webhook_networks))
 
     def deliver_webhook(delivery_id: str) -> None:
         sentry_sdk.set_tag("webhook_delivery", delivery_id)

@@ -211,8 +211,14 @@ def settings_for(engine: Engine, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def app(engine: Engine) -> Flask:
-    application = create_app(settings_for(engine))
+def app_settings() -> dict[str, object]:
+    """Settings the `app` fixture's application gets besides the database (a module overrides it)."""
+    return {}
+
+
+@pytest.fixture
+def app(engine: Engine, app_settings: dict[str, object]) -> Flask:
+    application = create_app(settings_for(engine, **app_settings))
     # Share the fixture's engine so tests see the same connections and pool.
     application.extensions["fx.engine"].dispose()
     application.extensions["fx.engine"] = engine

@@ -51,6 +51,7 @@ from services.exchanges import ExchangeRequest, create_exchange
 from services.quotes import QuoteRequest, create_quote
 from services.webhooks.endpoints import create_endpoint
 from settings import Settings
+from tests.webhook_support import LOOPBACK
 
 #: Generated requests per operation in the random phase (the examples and boundary cases come on top).
 MAX_EXAMPLES = 60
@@ -153,7 +154,7 @@ def live(engine: Engine, customer: ApiCustomer) -> Iterator[Live]:
                         detail={"status": 503})
     quote = create_quote(engine, TableRateProvider(DEFAULT_USD_VALUES), customer.id,
                          QuoteRequest("CAD", "USD", Decimal("10.00")), ttl=timedelta(hours=1))
-    endpoint = create_endpoint(engine, customer.id, "http://127.0.0.1:9/hooks")
+    endpoint = create_endpoint(engine, customer.id, "http://127.0.0.1:9/hooks", egress=LOOPBACK)
     app = create_app(settings_for(engine, api_rate_limit=UNLIMITED, unverified_rate_limit=UNLIMITED))
     app.extensions["fx.engine"].dispose()
     app.extensions["fx.engine"] = engine

@@ -27,7 +27,7 @@ from services.webhooks.delivery import DeliveryBusy, deliver
 from services.webhooks.events import DELIVER_ACTOR
 from services.workflow import Workflow
 from tests.ops_support import events, exchange_in
-from tests.webhook_support import FAST, Receiver, due_deliveries, receiver, run_deliveries
+from tests.webhook_support import FAST, RECEIVER_NETWORKS, Receiver, due_deliveries, receiver, run_deliveries
 from tests.workflow_support import drive
 
 # The receiver is a process of its own (tests/webhook_support.py).
@@ -36,6 +36,11 @@ pytestmark = pytest.mark.process
 
 #: Bound on waiting for deliveries (their retries are due within a fraction of a second: FAST).
 WAIT_SECONDS = 20.0
+
+
+@pytest.fixture
+def app_settings() -> dict[str, object]:
+    return {"webhook_allowed_networks": RECEIVER_NETWORKS}
 
 
 @pytest.fixture

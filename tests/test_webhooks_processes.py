@@ -27,12 +27,12 @@ from tests.test_workflow_processes import (  # noqa: F401 -- the fixture, shared
     exchange_many,
     topology,
 )
-from tests.webhook_support import receiver
+from tests.webhook_support import LOOPBACK, RECEIVER_NETWORKS, receiver
 
 pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.redis]
 
 #: A short webhook timeout makes the dead worker's lease short (2 x timeout + 5 s).
-WORKER_SETTINGS = {"WEBHOOK_TIMEOUT_SECONDS": "2"}
+WORKER_SETTINGS = {"WEBHOOK_TIMEOUT_SECONDS": "2", "WEBHOOK_ALLOWED_NETWORKS": RECEIVER_NETWORKS}
 
 
 def statuses(engine: Engine) -> Counter[str]:
@@ -47,7 +47,7 @@ def test_a_worker_killed_mid_delivery_loses_no_event_and_the_receiver_keeps_each
     owner = create_customer(topology.engine, "Hooked")
     account = open_account(topology.engine, "Hooked", {"CAD": Decimal("1000.00")}, customer_id=owner)
     with receiver(tmp_path) as hooks:
-        endpoint = create_endpoint(topology.engine, owner, hooks.url)
+        endpoint = create_endpoint(topology.engine, owner, hooks.url, egress=LOOPBACK)
         hooks.start(endpoint.secret)
         doomed = topology.start_worker("a", failpoints="webhook.after_post=kill", extra=WORKER_SETTINGS)
         topology.start_relay_thread()

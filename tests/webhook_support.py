@@ -15,12 +15,19 @@ from typing import Any
 import requests
 from sqlalchemy import Engine, select, update
 
+from domain.egress import parse_networks
 from harness.net import free_private_port
 from harness.processes import Process, clean_environment
 from models import outbox_messages
 from models.base import utcnow
-from services.webhooks.delivery import DeliveryConfig, deliver
+from services.webhooks.delivery import DeliveryConfig, deliver, webhook_session
+from services.webhooks.egress import EgressPolicy
 from services.webhooks.events import DELIVER_ACTOR
+
+#: The receivers run on this machine: the tests allow loopback by name, as a private deployment
+#: allows its own network (WEBHOOK_ALLOWED_NETWORKS); every other internal address stays refused.
+RECEIVER_NETWORKS = "127.0.0.0/8"
+LOOPBACK = EgressPolicy(parse_networks(RECEIVER_NETWORKS))
 
 RECEIVER = Path(__file__).resolve().parent.parent / "examples" / "webhook_receiver.py"
 #: Retries a test can wait for: eight attempts in well under a second.
@@ -81,7 +88,7 @@ def due_deliveries(engine: Engine) -> list[Any]:
 def run_deliveries(engine: Engine, config: DeliveryConfig = FAST, http: requests.Session | None = None) -> list[str]:
     """Every due delivery message, run once as a worker runs it (and marked published, as the relay
     would); their outcomes."""
-    http = http or requests.Session()
+    http = http or webhook_session(LOOPBACK)
     outcomes = []
     for message in due_deliveries(engine):
         with engine.begin() as conn:

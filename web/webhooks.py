@@ -10,6 +10,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from errors import ValidationFailed
 from services.webhooks import delivery, endpoints, log
+from services.webhooks.egress import EgressPolicy
 from web.api import json_body
 from web.auth import customer_required
 from web.schemas import validated
@@ -62,7 +63,8 @@ def delivery_json(entry: dict[str, Any]) -> dict[str, Any]:
 @customer_required
 def create_endpoint() -> tuple[Response, int]:
     data = validated(_ENDPOINT_REQUEST, json_body())
-    row = endpoints.create_endpoint(_engine(), g.principal.customer_id, data["url"], data["description"])
+    row = endpoints.create_endpoint(_engine(), g.principal.customer_id, data["url"], data["description"],
+                                    egress=EgressPolicy(current_app.extensions["fx.settings"].webhook_networks))
     response = jsonify(endpoint_json(row, with_secret=True))
     response.headers["Location"] = url_for("webhooks.get_endpoint", endpoint_id=row.id)
     return response, 201

@@ -20,6 +20,7 @@ import requests
 from prometheus_client import Counter
 from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 
+from domain.egress import EgressRefused
 from errors import WorkflowError
 from models import exchanges, webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_events
 from models.base import utcnow
@@ -27,6 +28,7 @@ from outbox.failpoints import failpoint
 from outbox.writer import enqueue
 from services import timeline
 from services.webhooks import signing
+from services.webhooks.egress import EgressPolicy, GuardedAdapter
 from services.webhooks.endpoints import secrets_in_use
 from services.webhooks.events import DELIVER_ACTOR
 
@@ -58,6 +60,17 @@ class DeliveryBusy(WorkflowError):
     def __init__(self, delay_ms: int) -> None:
         super().__init__(f"an attempt holds the delivery; back in {delay_ms} ms")
         self.delay_ms = delay_ms
+
+
+def webhook_session(egress: EgressPolicy) -> requests.Session:
+    """The HTTP client of the delivery actor: every connection through the egress guard, and no
+    proxy or credentials from the environment (a proxy would hide where the call really goes)."""
+    http = requests.Session()
+    http.trust_env = False
+    adapter = GuardedAdapter(egress)
+    http.mount("http://", adapter)
+    http.mount("https://", adapter)
+    return http
 
 
 def next_delay(attempts: int, config: DeliveryConfig, rand: random.Random | None = None) -> float | None:
@@ -106,6 +119,8 @@ def _post(http: requests.Session, config: DeliveryConfig, endpoint: Any, event: 
         answer = http.post(endpoint.url, data=event.body.encode(), headers=headers,
                            timeout=config.timeout_seconds, allow_redirects=False)
         status, snippet = answer.status_code, answer.text[:SNIPPET_CHARS]
+    except EgressRefused as refused:  # checked again at each attempt: a name may have moved
+        status, snippet = None, f"refused: {refused.reason}"
     except requests.Timeout:
         status, snippet = None, f"no answer within {config.timeout_seconds:g} s"
     except requests.RequestException as error:

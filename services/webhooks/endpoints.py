@@ -9,10 +9,12 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, insert, select, update
 
+from domain.egress import EgressRefused, Unresolved
 from errors import NotFound, ValidationFailed
 from models import webhook_endpoints
 from models.base import utcnow
 from services.rows import one_or_not_found
+from services.webhooks.egress import EgressPolicy
 from services.webhooks.signing import new_secret
 
 #: After a rotation, deliveries are signed with the old secret too, for this long.
@@ -24,18 +26,31 @@ class UnknownEndpoint(NotFound):
     code = "unknown_webhook_endpoint"
 
 
-def check_url(url: str) -> str:
-    """An absolute http(s) URL with a host; ValidationFailed naming `url` otherwise."""
+def check_url(url: str, egress: EgressPolicy) -> str:
+    """An absolute http(s) URL whose host resolves to addresses `egress` allows; ValidationFailed
+    naming `url` and why otherwise."""
     parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_CHARS:
+    try:
+        host, port = (parts.hostname, parts.port) if parts is not None else (None, None)
+    except ValueError:  # a port that is not a number, or out of range
+        host = port = None
+    if parts is None or parts.scheme not in ("http", "https") or not host or len(url) > MAX_URL_CHARS:
         raise ValidationFailed("The request has invalid fields.", fields={
             "url": [f"Must be an absolute http:// or https:// URL of at most {MAX_URL_CHARS} characters."]})
+    try:
+        egress.addresses(host, port or (443 if parts.scheme == "https" else 80))
+    except Unresolved:
+        pass  # a receiver whose name is not live yet: every delivery checks again before it connects
+    except EgressRefused as refused:
+        raise ValidationFailed("The request has invalid fields.", fields={
+            "url": [f"Must lead to a public address: {refused.reason}."]}) from None
     return url
 
 
-def create_endpoint(engine: Engine, customer_id: uuid.UUID, url: str, description: str = "") -> Any:
+def create_endpoint(engine: Engine, customer_id: uuid.UUID, url: str, description: str = "", *,
+                    egress: EgressPolicy) -> Any:
     """A new endpoint with its first secret; every later event of the customer's exchanges goes to it."""
-    row = {"id": uuid.uuid4(), "customer_id": customer_id, "url": check_url(url), "description": description,
+    row = {"id": uuid.uuid4(), "customer_id": customer_id, "url": check_url(url, egress), "description": description,
            "secret": new_secret(), "created_at": utcnow()}
     with engine.begin() as conn:
         conn.execute(insert(webhook_endpoints), row)
