@@ -14,9 +14,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
+import urllib3
 from prometheus_client import Counter
 from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 
@@ -36,6 +38,9 @@ log = logging.getLogger("webhooks")
 ATTEMPTS = Counter("fx_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"])
 #: Kept of each answer: enough to see what the receiver said.
 SNIPPET_CHARS = 500
+#: Read of each answer at most (streamed): a receiver's answer is a status and a short text.
+MAX_ANSWER_BYTES = 64 * 1024
+READ_CHUNK_BYTES = 8 * 1024
 #: The Standard Webhooks / Svix schedule after the first try: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
 #: (27.6 hours in all): a receiver down for a day still gets every event.
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -67,6 +72,8 @@ def webhook_session(egress: EgressPolicy) -> requests.Session:
     proxy or credentials from the environment (a proxy would hide where the call really goes)."""
     http = requests.Session()
     http.trust_env = False
+    # One client serves every customer: a cookie one receiver sets must never ride to another.
+    http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     adapter = GuardedAdapter(egress)
     http.mount("http://", adapter)
     http.mount("https://", adapter)
@@ -111,19 +118,49 @@ def deliver(engine: Engine, http: requests.Session, config: DeliveryConfig, deli
     return _record(engine, config, delivery_id, held, event, answer, worker)
 
 
+class AnswerLimit(Exception):
+    """The receiver's answer broke a limit (size or deadline): the attempt fails with this reason."""
+
+
+def _read_bounded(answer: requests.Response, deadline: float) -> bytes:
+    """The answer's body, read a receive at a time: past MAX_ANSWER_BYTES or the deadline,
+    AnswerLimit. A receiver dripping a byte a second is timed between bytes, and one answering
+    300 MB costs 64 KB of memory, not 300 MB."""
+    body = bytearray()
+    while True:
+        if time.monotonic() > deadline:
+            raise AnswerLimit("no whole answer within the deadline")
+        chunk = answer.raw.read1(READ_CHUNK_BYTES)
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerLimit(f"answer larger than {MAX_ANSWER_BYTES // 1024} KB: not read further")
+
+
 def _post(http: requests.Session, config: DeliveryConfig, endpoint: Any, event: Any,
           now: datetime) -> tuple[int | None, int, str]:
-    headers = signing.headers(secrets_in_use(endpoint, now), event.id, int(time.time()), event.body)
+    """One call under one deadline for connect and the whole answer; what it got, as (status,
+    milliseconds, snippet). Every way it can end is an answer here, never an exception."""
+    headers = {**signing.headers(secrets_in_use(endpoint, now), event.id, int(time.time()), event.body),
+               "accept-encoding": "identity"}  # a compressed answer would be read compressed
     started = time.monotonic()
+    deadline = started + config.timeout_seconds
     try:
         answer = http.post(endpoint.url, data=event.body.encode(), headers=headers,
-                           timeout=config.timeout_seconds, allow_redirects=False)
-        status, snippet = answer.status_code, answer.text[:SNIPPET_CHARS]
+                           timeout=config.timeout_seconds, allow_redirects=False, stream=True)
+        try:
+            body = _read_bounded(answer, deadline)
+        finally:
+            answer.close()
+        status, snippet = answer.status_code, body.decode(answer.encoding or "utf-8", "replace")[:SNIPPET_CHARS]
     except EgressRefused as refused:  # checked again at each attempt: a name may have moved
         status, snippet = None, f"refused: {refused.reason}"
-    except requests.Timeout:
+    except AnswerLimit as limit:
+        status, snippet = None, f"{limit} ({config.timeout_seconds:g} s, {MAX_ANSWER_BYTES // 1024} KB)"
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
         status, snippet = None, f"no answer within {config.timeout_seconds:g} s"
-    except requests.RequestException as error:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
         status, snippet = None, f"could not connect: {type(error).__name__}"
     return status, int((time.monotonic() - started) * 1000), snippet
 
