@@ -10,7 +10,6 @@ checked: none woken, each a poll interval long.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import timedelta
 
@@ -18,6 +17,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, text
 
+from harness.waiters import WatchedWaiter
 from harness.waits import wait_until
 from infra.database import is_postgres
 from ops.processes import Heartbeat, ProcessRole
@@ -43,31 +43,6 @@ def waiter_for(engine: Engine) -> Waiter:
     return ListenWaiter(engine) if is_postgres(engine) else PollWaiter(engine)
 
 
-class WatchedWaiter:
-    """`inner`, noting each wait the relay makes: whether it was woken, and how long it took."""
-
-    def __init__(self, inner: Waiter) -> None:
-        self.inner = inner
-        self.started = 0
-        self.waits: list[tuple[bool, float]] = []
-
-    def wait(self, timeout_seconds: float) -> bool:
-        self.started += 1
-        began = time.monotonic()
-        woken = self.inner.wait(timeout_seconds)
-        self.waits.append((woken, time.monotonic() - began))
-        return woken
-
-    def prepare(self) -> None:
-        self.inner.prepare()
-
-    def interrupt(self) -> None:
-        self.inner.interrupt()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(engine: Engine) -> None:
     config = RelayConfig(poll_interval_seconds=POLL_SECONDS)
     probe = Relay(engine, BrokerPublisher(StubBroker(middleware=[])), config)
@@ -84,7 +59,7 @@ def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(eng
 
         def cycled() -> list[tuple[bool, float]] | None:
             """The waits so far, once there are INTERVALS of them, with heartbeats committed meanwhile."""
-            waits = list(waiter.waits)
+            waits = list(waiter.ended)
             return waits if len(waits) >= INTERVALS and beats[0] >= INTERVALS else None
 
         loop = threading.Thread(target=relay.run, name=RELAY_THREAD, daemon=True)
@@ -93,7 +68,7 @@ def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(eng
         try:
             # Poll cycles, not wall-clock time: a loaded machine only makes the window longer.
             waits = wait_until(cycled, CYCLES_WITHIN_SECONDS,
-                               lambda: f"{INTERVALS} poll waits and heartbeats ({len(waiter.waits)}, {beats[0]})")
+                               lambda: f"{INTERVALS} poll waits and heartbeats ({len(waiter.ended)}, {beats[0]})")
         finally:
             beat.stop()
             relay.stop()
@@ -107,8 +82,8 @@ def test_an_idle_relay_runs_a_bounded_number_of_statements_per_poll_interval(eng
     assert not short, f"{len(short)} of {len(waits)} waits shorter than half the poll interval: {short[:5]}"
     assert relay.totals["failed_batches"] == 0
     # One batch per wait begun (the last one ended by stop()), and one housekeeping pass.
-    bound = (waiter.started + 1) * per_batch[0] + per_housekeeping[0]
-    assert 0 < counted[0] <= bound, f"{counted[0]} statements in {waiter.started} poll cycles (bound {bound})"
+    bound = (waiter.waits + 1) * per_batch[0] + per_housekeeping[0]
+    assert 0 < counted[0] <= bound, f"{counted[0]} statements in {waiter.waits} poll cycles (bound {bound})"
 
 
 def test_the_embedded_waiter_is_woken_by_a_commit_that_wrote_a_message_and_by_no_other(sqlite_engine: Engine) -> None:

@@ -23,7 +23,6 @@ from infra import migrate
 from infra.database import make_engine
 from outbox.publisher import Publisher
 from outbox.store import OutboxRow
-from outbox.wakeup import Waiter
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 QUEUE = "bench_relay"
@@ -97,30 +96,6 @@ class CountingPublisher:
         self.inner.publish(rows)
         self.batches += 1
         self.messages += len(rows)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class CountingWaiter:
-    """Counts wake-ups (NOTIFY) and waits around the real waiter."""
-
-    def __init__(self, inner: Waiter) -> None:
-        self.inner = inner
-        self.waits = 0
-        self.wakeups = 0
-
-    def wait(self, timeout_seconds: float) -> bool:
-        self.waits += 1
-        woken = self.inner.wait(timeout_seconds)
-        self.wakeups += woken
-        return woken
-
-    def prepare(self) -> None:
-        self.inner.prepare()
-
-    def interrupt(self) -> None:
-        self.inner.interrupt()
 
     def close(self) -> None:
         self.inner.close()

@@ -14,9 +14,10 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from bench.relay.environment import ACTOR, QUEUE, CountingPublisher, CountingWaiter, Environment, payload_for, reset
+from bench.relay.environment import ACTOR, QUEUE, CountingPublisher, Environment, payload_for, reset
 from bench.relay.meter import CpuSpent
 from harness.relay_thread import RelayThread
+from harness.waiters import WatchedWaiter
 from outbox.publisher import RedisPipelinePublisher
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
@@ -85,7 +86,7 @@ def start_relay(relay_factory: Callable[[], Relay] | None) -> RelayThread | None
     thread = RelayThread(relay_factory(), name="bench-relay").start()
     waiter = thread.relay.waiter
     deadline = time.monotonic() + 5
-    while isinstance(waiter, CountingWaiter) and not waiter.waits and time.monotonic() < deadline:
+    while isinstance(waiter, WatchedWaiter) and not waiter.waits and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)
     return thread
@@ -121,7 +122,7 @@ def bench_latency(
         # Counted before stop(), whose interrupt may count as one more wake-up.
         if isinstance(thread.relay.publisher, CountingPublisher):
             batches = thread.relay.publisher.batches
-        if isinstance(thread.relay.waiter, CountingWaiter):
+        if isinstance(thread.relay.waiter, WatchedWaiter):
             wakeups = thread.relay.waiter.wakeups
         thread.stop()
         if thread.error is not None:
@@ -150,7 +151,7 @@ def relay_factory(env: Environment, args: argparse.Namespace, waiter: Callable[[
         config = RelayConfig(batch_size=args.batch, poll_interval_seconds=poll_seconds,
                              coalesce_seconds=coalesce_seconds)
         publisher = CountingPublisher(RedisPipelinePublisher(env.redis_url))
-        return Relay(env.engine, publisher, config, waiter=CountingWaiter(waiter()), name="bench-relay")
+        return Relay(env.engine, publisher, config, waiter=WatchedWaiter(waiter()), name="bench-relay")
 
     return build
 
