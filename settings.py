@@ -132,6 +132,8 @@ class Settings:
     #: CIDR blocks, comma-separated, that webhooks may reach besides public addresses (a private
     #: deployment's receivers; the tests' 127.0.0.1). Empty: public addresses only.
     webhook_allowed_networks: str = _env("WEBHOOK_ALLOWED_NETWORKS", "")
+    #: Live webhook endpoints per customer: each one is a delivery per event.
+    webhook_max_endpoints: int = _env("WEBHOOK_MAX_ENDPOINTS", 10, 1)
     #: Redis only: each enqueue wakes the queue's idle consumers (infra/waking_redis.py);
     #: off, a consumer finds a message at its next poll, as Dramatiq's own does.
     broker_wakeups: bool = _env("BROKER_WAKEUPS", True)

@@ -49,7 +49,8 @@ def register(app: Flask) -> None:
             raise click.ClickException(f"no customer {customer_id}")
         with _one_line():
             _show_endpoint(endpoints.create_endpoint(engine(), customer_id, url, description,
-                                                     egress=EgressPolicy(settings().webhook_networks)), secret=True)
+                                                     egress=EgressPolicy(settings().webhook_networks),
+                                                     max_endpoints=settings().webhook_max_endpoints), secret=True)
 
     @webhooks_group.command("list")
     @click.option("--customer", "customer_id", type=click.UUID, default=None)

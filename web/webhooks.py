@@ -63,8 +63,10 @@ def delivery_json(entry: dict[str, Any]) -> dict[str, Any]:
 @customer_required
 def create_endpoint() -> tuple[Response, int]:
     data = validated(_ENDPOINT_REQUEST, json_body())
+    settings = current_app.extensions["fx.settings"]
     row = endpoints.create_endpoint(_engine(), g.principal.customer_id, data["url"], data["description"],
-                                    egress=EgressPolicy(current_app.extensions["fx.settings"].webhook_networks))
+                                    egress=EgressPolicy(settings.webhook_networks),
+                                    max_endpoints=settings.webhook_max_endpoints)
     response = jsonify(endpoint_json(row, with_secret=True))
     response.headers["Location"] = url_for("webhooks.get_endpoint", endpoint_id=row.id)
     return response, 201

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from domain.egress import EgressRefused, Unresolved
 from errors import NotFound, ValidationFailed
-from models import webhook_endpoints
+from models import customers, webhook_endpoints
 from models.base import utcnow
 from services.rows import one_or_not_found
 from services.webhooks.egress import EgressPolicy
@@ -20,6 +20,8 @@ from services.webhooks.signing import new_secret
 #: After a rotation, deliveries are signed with the old secret too, for this long.
 ROTATION_OVERLAP = timedelta(hours=24)
 MAX_URL_CHARS = 2000
+#: Live endpoints per customer unless WEBHOOK_MAX_ENDPOINTS says otherwise.
+DEFAULT_MAX_ENDPOINTS = 10
 
 
 class UnknownEndpoint(NotFound):
@@ -48,11 +50,25 @@ def check_url(url: str, egress: EgressPolicy) -> str:
 
 
 def create_endpoint(engine: Engine, customer_id: uuid.UUID, url: str, description: str = "", *,
-                    egress: EgressPolicy) -> Any:
-    """A new endpoint with its first secret; every later event of the customer's exchanges goes to it."""
+                    egress: EgressPolicy, max_endpoints: int = DEFAULT_MAX_ENDPOINTS) -> Any:
+    """A new endpoint with its first secret; every later event of the customer's exchanges goes to it.
+
+    Each live endpoint costs a delivery per event, so a customer has at most `max_endpoints` live
+    ones, and never two at one URL (the same event twice, under two secrets). The customer's row
+    is locked first, so racing registrations are counted one after another (on PostgreSQL; SQLite
+    runs one writer at a time by itself)."""
     row = {"id": uuid.uuid4(), "customer_id": customer_id, "url": check_url(url, egress), "description": description,
            "secret": new_secret(), "created_at": utcnow()}
     with engine.begin() as conn:
+        conn.execute(select(customers.c.id).where(customers.c.id == customer_id).with_for_update())
+        live = list(conn.execute(select(webhook_endpoints.c.url).where(
+            webhook_endpoints.c.customer_id == customer_id, webhook_endpoints.c.disabled_at.is_(None))).scalars())
+        if row["url"] in live:
+            raise ValidationFailed("The request has invalid fields.", fields={
+                "url": ["You already have an endpoint at this URL: each event would reach it twice."]})
+        if len(live) >= max_endpoints:
+            raise ValidationFailed("The request has invalid fields.", fields={
+                "url": [f"You have {len(live)} endpoints, the most allowed: disable one before adding another."]})
         conn.execute(insert(webhook_endpoints), row)
     return get_endpoint(engine, row["id"], customer_id)
 
