@@ -90,7 +90,8 @@ def test_the_standby_runs_no_batches_and_publishes_once_the_active_relay_stops(p
             with relay_thread(pg_engine, "b", broker) as b:
                 for n in range(5):
                     write(pg_engine, n)
-                wait_until(lambda: unpublished(pg_engine) == 0, WAIT_SECONDS, "the active relay to publish")
+                wait_until(lambda: unpublished(pg_engine) == 0 and a.totals["published"] == 5, WAIT_SECONDS,
+                           lambda: f"the active relay to publish ({a.totals})")
                 # Only a standby seen to look for the lease, again and again, proves it stands by.
                 tried = lease_tries["b"]
                 wait_until(lambda: lease_tries["b"] >= tried + STANDBY_TRIES, WAIT_SECONDS,
@@ -108,8 +109,9 @@ def test_a_standby_takes_over_from_an_active_relay_that_froze(pg_engine: Engine)
     assert frozen.hold() is True  # and then it stops renewing, as a SIGSTOPped relay would
     with relay_thread(pg_engine, "standby", broker) as standby:
         write(pg_engine, 1)
-        wait_until(lambda: unpublished(pg_engine) == 0, WAIT_SECONDS, "the standby to take over and publish")
-        assert standby.totals["published"] == 1
+        # Its count moves just after its commit: wait for both, not for the commit alone.
+        wait_until(lambda: unpublished(pg_engine) == 0 and standby.totals["published"] == 1, WAIT_SECONDS,
+                   lambda: f"the standby to take over and publish ({standby.totals})")
     with pg_engine.connect() as conn:
         lease = conn.execute(select(relay_leases)).one()
     assert lease.holder is None  # released at its clean stop
