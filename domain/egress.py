@@ -35,9 +35,8 @@ class Unresolved(EgressRefused):
     """The host resolves to no address (yet): nothing to connect to, and nothing internal either."""
 
 
-def _embedded(address: IPAddress) -> Iterator[IPAddress]:
-    """The address, and each IPv4 address an IPv6 form carries (mapped, 6to4, Teredo, NAT64)."""
-    yield address
+def _carried(address: IPAddress) -> Iterator[IPAddress]:
+    """Each IPv4 address an IPv6 form carries (mapped, 6to4, Teredo, NAT64); none for IPv4."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             yield address.ipv4_mapped
@@ -67,7 +66,7 @@ def _kind(address: IPAddress) -> str | None:
 def address_refusal(address: IPAddress) -> str | None:
     """What `address` is that a webhook may not go to (its IPv4 forms included), or None if it may."""
     # The IPv4 address inside first: it is where the packet goes, and says more than "reserved".
-    for form in [*list(_embedded(address))[1:], address]:
+    for form in [*_carried(address), address]:
         kind = _kind(form)
         if kind is not None:
             return kind if form == address else f"an IPv6 form of {form}, {kind}"

@@ -33,7 +33,7 @@ from outbox import relay as relay_module
 from outbox import store, writer
 from outbox.publisher import TRACE_OPTION, BrokerPublisher, RedisPipelinePublisher
 from outbox.relay import BatchResult, Relay, RelayConfig
-from tests.support.relay_redis import RELAY_REDIS_URL
+from tests.conftest import REDIS_URL
 
 #: Nothing listens on port 1: a broker that refuses every connection.
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -44,7 +44,7 @@ DEADLINE_SECONDS = 30
 
 @pytest.fixture
 def redis_publisher(redis_client: redis.Redis) -> Iterator[RedisPipelinePublisher]:
-    publisher = RedisPipelinePublisher(RELAY_REDIS_URL)
+    publisher = RedisPipelinePublisher(REDIS_URL)
     yield publisher
     publisher.close()
 
@@ -288,7 +288,7 @@ def test_two_relays_on_postgresql_share_a_backlog_and_publish_every_row_exactly_
 ) -> None:
     total = 300
     ids = write(pg_engine, queue, total)
-    publishers = [RedisPipelinePublisher(RELAY_REDIS_URL) for _ in range(2)]
+    publishers = [RedisPipelinePublisher(REDIS_URL) for _ in range(2)]
     relays = [Relay(pg_engine, p, RelayConfig(batch_size=10), name=f"relay-{n}") for n, p in enumerate(publishers)]
     published = {relay.name: 0 for relay in relays}
     errors: list[BaseException] = []

@@ -34,7 +34,7 @@ from outbox import writer
 from outbox.publisher import BrokerPublisher, Publisher
 from outbox.relay import Relay, RelayConfig
 from outbox.wakeup import ListenWaiter, PollWaiter, Waiter
-from tests.support.relay_redis import RELAY_REDIS_URL
+from tests.conftest import REDIS_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACTOR = "convert"
@@ -230,7 +230,7 @@ def daemon_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"FX_FAILPOINTS", "SENTRY_DSN", "REDIS_URL"}}
     env.update(
         DATABASE_URL=database_url,
-        BROKER_URL=RELAY_REDIS_URL,
+        BROKER_URL=REDIS_URL,
         LOG_LEVEL="INFO",
         # Only a NOTIFY can explain a prompt publish of a row written while it runs.
         RELAY_POLL_INTERVAL_SECONDS=str(LONG_WAIT_SECONDS),

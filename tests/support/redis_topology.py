@@ -20,17 +20,16 @@ from tests.support.outbox_rows import unique_queue
 @contextmanager
 def redis_topology(engine: Engine, database_url: str, log_dir: Path, queue_prefix: str,
                    env: Mapping[str, str] = TEST_ENV) -> Iterator[Topology]:
-    redis_url = REDIS_URL
     queue = unique_queue(queue_prefix)
     try:
-        forget_queue(redis_url, queue)
+        forget_queue(REDIS_URL, queue)
     except redis.RedisError as error:
         unavailable("Redis", error)
-    topo = Topology(log_dir=log_dir, engine=engine, database_url=database_url, broker_url=redis_url, queue=queue,
+    topo = Topology(log_dir=log_dir, engine=engine, database_url=database_url, broker_url=REDIS_URL, queue=queue,
                     env=env)
     try:
         yield topo
     finally:
         topo.stop_all()
         print(topo.describe())
-        forget_queue(redis_url, queue)
+        forget_queue(REDIS_URL, queue)

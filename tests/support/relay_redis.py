@@ -16,9 +16,6 @@ from harness.queues import forget_queue
 from tests.conftest import REDIS_URL, unavailable
 from tests.support.outbox_rows import unique_queue
 
-#: The relay tests' Redis: this worker's database (queue names keep the tests apart).
-RELAY_REDIS_URL = REDIS_URL
-
 
 @pytest.fixture
 def queue() -> str:
@@ -27,13 +24,13 @@ def queue() -> str:
 
 @pytest.fixture
 def redis_client(queue: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(RELAY_REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
     except redis.RedisError as error:
         client.close()
         unavailable("Redis", error)
-    forget_queue(RELAY_REDIS_URL, queue)
+    forget_queue(REDIS_URL, queue)
     yield client
-    forget_queue(RELAY_REDIS_URL, queue)
+    forget_queue(REDIS_URL, queue)
     client.close()
