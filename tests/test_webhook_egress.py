@@ -113,6 +113,17 @@ def test_registering_an_internal_url_is_a_422_naming_the_url_and_writes_nothing(
         assert conn.execute(select(func.count()).select_from(webhook_endpoints)).scalar_one() == 0
 
 
+@pytest.mark.parametrize("url", ["http://hooks.example/\x00", "http://hooks.exa\x00mple/", "http://hooks.example/a\nb",
+                                 "http://hooks.example/\x7f", "http://hooks.example/\x1b[31m"])
+def test_a_url_with_a_control_character_is_a_422_naming_the_url_and_writes_nothing(
+        client: FlaskClient, engine: Engine, url: str) -> None:
+    response = client.post("/api/webhook-endpoints", json={"url": url})
+    assert response.status_code == 422, response.get_json()
+    assert "without control characters" in response.get_json()["error"]["fields"]["url"][0]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(webhook_endpoints)).scalar_one() == 0
+
+
 class MovingName:
     """A resolver for one DNS name that answers `first` until told to move, then `then`; counts lookups."""
 

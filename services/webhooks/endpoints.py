@@ -16,12 +16,11 @@ from models.base import utcnow
 from services.rows import one_or_not_found
 from services.webhooks.egress import EgressPolicy
 from services.webhooks.signing import new_secret
+from settings import Settings
 
 #: After a rotation, deliveries are signed with the old secret too, for this long.
 ROTATION_OVERLAP = timedelta(hours=24)
 MAX_URL_CHARS = 2000
-#: Live endpoints per customer unless WEBHOOK_MAX_ENDPOINTS says otherwise.
-DEFAULT_MAX_ENDPOINTS = 10
 
 
 class UnknownEndpoint(NotFound):
@@ -36,9 +35,11 @@ def check_url(url: str, egress: EgressPolicy) -> str:
         host, port = (parts.hostname, parts.port) if parts is not None else (None, None)
     except ValueError:  # a port that is not a number, or out of range
         host = port = None
-    if parts is None or parts.scheme not in ("http", "https") or not host or len(url) > MAX_URL_CHARS:
+    if (parts is None or parts.scheme not in ("http", "https") or not host or len(url) > MAX_URL_CHARS
+            or any(ord(char) < 0x20 or ord(char) == 0x7F for char in url)):
         raise ValidationFailed("The request has invalid fields.", fields={
-            "url": [f"Must be an absolute http:// or https:// URL of at most {MAX_URL_CHARS} characters."]})
+            "url": [f"Must be an absolute http:// or https:// URL of at most {MAX_URL_CHARS} characters, "
+                    "without control characters."]})
     try:
         egress.addresses(host, port or (443 if parts.scheme == "https" else 80))
     except Unresolved:
@@ -50,7 +51,7 @@ def check_url(url: str, egress: EgressPolicy) -> str:
 
 
 def create_endpoint(engine: Engine, customer_id: uuid.UUID, url: str, description: str = "", *,
-                    egress: EgressPolicy, max_endpoints: int = DEFAULT_MAX_ENDPOINTS) -> Any:
+                    egress: EgressPolicy, max_endpoints: int = Settings.webhook_max_endpoints) -> Any:
     """A new endpoint with its first secret; every later event of the customer's exchanges goes to it.
 
     Each live endpoint costs a delivery per event, so a customer has at most `max_endpoints` live
